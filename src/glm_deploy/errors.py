@@ -1,7 +1,8 @@
 """One exception hierarchy for everything glm-deploy refuses or fails at.
 
 Every message says what was wrong (the input and its value), where (host, step) when known, and what to do.
-The CLI maps each class to an exit code: input errors exit 2, everything else 1.
+The CLI maps each class to an exit code: input errors exit 2, a held controller lock 3, a cancelled run 130,
+everything else 1.
 """
 
 from __future__ import annotations
@@ -54,3 +55,18 @@ class RunError(GlmDeployError):
 
 class RunCancelled(RunError):
     """A run was cancelled by its caller."""
+
+    # What a shell reports for a command stopped by Ctrl-C (128 + SIGINT).
+    exit_code = 130
+
+
+class LockHeldError(GlmDeployError):
+    """Another glm-deploy run holds the controller lock; `holder` is its record (pid, host, user, command)."""
+
+    exit_code = 3
+
+    def __init__(
+        self, message: str, *, holder: dict[str, object] | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.holder = dict(holder or {})

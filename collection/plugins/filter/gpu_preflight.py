@@ -1,0 +1,92 @@
+"""Controller-side filter: the GPU-host preflight of glm_deploy, fed with what glm.deploy.gpu_facts read.
+
+Filters run on the controller, where glm-deploy is installed, so the checks and the image choice are the same
+Python code the CLI and the tests use (glm_deploy.preflight); the role only gathers facts on the host and
+asserts on the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: gpu_preflight
+short_description: Check a GPU host against a glm-deploy plan
+description:
+  - Takes the result of M(glm.deploy.gpu_facts) and the plan (C(glm_plan)) and returns the image for this
+    host's driver plus every finding (wrong GPU, too few GPUs, GPU memory, disk, driver too old for the
+    image, Fabric Manager, NVIDIA runtime, AMD devices).
+options:
+  _input:
+    description: The registered result of M(glm.deploy.gpu_facts).
+    type: dict
+    required: true
+  plan:
+    description: The plan (Plan.to_dict()), as the glm.deploy.plan role sets it in C(glm_plan).
+    type: dict
+    required: true
+  explicit_image:
+    description: An image the user asked for; checked against the driver instead of the plan's image.
+    type: str
+  fixers:
+    description: Roles of this play that run after the preflight and fix what they own (e.g. gpu_host).
+    type: list
+    elements: str
+  kv_reserve_gib:
+    description: GPU memory each GPU must keep for the KV cache beyond its share of the weights.
+    type: float
+  cache_reserve_gib:
+    description: Disk kept for JIT caches and images beyond the weights.
+    type: float
+"""
+
+
+def gpu_preflight(
+    host_facts: Mapping[str, Any],
+    plan: Mapping[str, Any],
+    *,
+    explicit_image: str | None = None,
+    fixers: Sequence[str] = (),
+    kv_reserve_gib: float | None = None,
+    cache_reserve_gib: float | None = None,
+) -> dict[str, Any]:
+    try:
+        from glm_deploy.catalog import load_catalog
+        from glm_deploy.errors import GlmDeployError
+        from glm_deploy.preflight import DEFAULT_CACHE_RESERVE_GIB, DEFAULT_KV_RESERVE_GIB
+        from glm_deploy.preflight import gpu_preflight as run_preflight
+    except ImportError as error:
+        raise AnsibleFilterError(
+            f"glm.deploy.gpu_preflight needs the glm-deploy Python package on the controller ({error}); run "
+            "ansible-playbook from the virtual environment where glm-deploy is installed"
+        ) from None
+    if not isinstance(host_facts, Mapping) or "gpu" not in host_facts:
+        raise AnsibleFilterError(
+            "glm.deploy.gpu_preflight expects the registered result of glm.deploy.gpu_facts, "
+            f"got {host_facts!r:.200}"
+        )
+    try:
+        result = run_preflight(
+            load_catalog(),
+            host_facts,
+            plan,
+            explicit_image=explicit_image or None,
+            fixers=list(fixers or ()),
+            kv_reserve_gib=DEFAULT_KV_RESERVE_GIB if kv_reserve_gib is None else float(kv_reserve_gib),
+            cache_reserve_gib=(
+                DEFAULT_CACHE_RESERVE_GIB if cache_reserve_gib is None else float(cache_reserve_gib)
+            ),
+        )
+    except GlmDeployError as error:
+        raise AnsibleFilterError(str(error)) from None
+    return result.to_dict()
+
+
+class FilterModule:
+    """glm.deploy GPU-host filters."""
+
+    def filters(self) -> dict[str, object]:
+        return {"gpu_preflight": gpu_preflight}
