@@ -19,6 +19,12 @@ import yaml
 
 from glm_deploy.errors import CatalogError
 
+# `as` marks the version helpers as re-exported: callers read them through this module too (commands.catalog).
+from glm_deploy.versions import is_version as is_version  # noqa: PLC0414
+from glm_deploy.versions import parse_version as parse_version  # noqa: PLC0414
+from glm_deploy.versions import version_at_least as version_at_least  # noqa: PLC0414
+from glm_deploy.versions import version_matches as version_matches  # noqa: PLC0414
+
 # A flag's value in the catalog: a string, or True for a bare switch (False/None remove a flag).
 FlagValue = str | bool
 Flags = dict[str, FlagValue]
@@ -223,46 +229,21 @@ class Catalog:
     raw: dict[str, Any] = field(repr=False)
 
 
-# ---------------------------------------------------------------------------------------------- versions
-
-_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:(a|b|rc|dev)(\d*))?$")
+# ---------------------------------------------------------------------------------------------- known bad
 
 
-def parse_version(text: str) -> tuple[tuple[int, ...], tuple[int, int]]:
-    """A sortable key for versions like `0.19.1` or `0.5.10rc0` (a pre-release sorts before its release)."""
-    match = _VERSION.match(text.strip())
-    if match is None:
-        raise ValueError(f"not a version: {text!r} (expected digits and dots, e.g. 0.19.1 or 0.5.10rc0)")
-    numbers = tuple(int(part) for part in match.group(1).split("."))
-    while len(numbers) > 1 and numbers[-1] == 0:
-        numbers = numbers[:-1]
-    pre_rank = {"dev": 0, "a": 1, "b": 2, "rc": 3}.get(match.group(2) or "", 4)
-    pre_number = int(match.group(3) or 0)
-    return numbers, (pre_rank, pre_number)
+def known_bad_for(engine: EngineSpec, model: ModelSpec | None, version: str | None) -> KnownBad | None:
+    """The catalog entry marking `version` of `engine` bad: the engine's own list, and `model`'s entries.
 
-
-def is_version(text: str) -> bool:
-    return _VERSION.match(text.strip()) is not None
-
-
-def version_at_least(version: str, minimum: str) -> bool:
-    return parse_version(version) >= parse_version(minimum)
-
-
-def version_matches(pattern: str, version: str) -> bool:
-    """True when `version` is `pattern` or in the series it names: `0.20` matches `0.20.0` and `0.20.3`."""
-    if version == pattern:
-        return True
-    if not is_version(pattern) or not is_version(version):
-        return False
-    pattern_match = _VERSION.match(pattern.strip())
-    if pattern_match is not None and pattern_match.group(2):
-        # A pre-release pattern names one exact build.
-        return parse_version(pattern) == parse_version(version)
-    pattern_parts = tuple(int(p) for p in pattern_match.group(1).split(".")) if pattern_match else ()
-    version_match = _VERSION.match(version.strip())
-    version_parts = tuple(int(p) for p in version_match.group(1).split(".")) if version_match else ()
-    return version_parts[: len(pattern_parts)] == pattern_parts
+    An entry naming a series (`0.20`) covers every release in it; a pre-release entry names one build.
+    """
+    if version is None:
+        return None
+    model_bad = tuple(bad for bad in model.known_bad if bad.engine == engine.name) if model else ()
+    for bad in (*engine.known_bad, *model_bad):
+        if version_matches(bad.version, version):
+            return bad
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- reading

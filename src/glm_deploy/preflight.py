@@ -438,8 +438,8 @@ def _image_findings(
     fixers: Collection[str],
 ) -> tuple[ImageChoice | None, list[Finding]]:
     """Check the image that will run (explicit, else the plan's) against this host's driver."""
-    # A derived image (transformers upgrade) is built on the host from a catalog image: that base is what meets
-    # the driver, and what the catalog knows the CUDA release of.
+    # A derived image (transformers upgrade) is built on the host from a catalog image: that base is what
+    # meets the driver, and what the catalog knows the CUDA release of.
     image_build = plan.get("image_build") or {}
     to_run = explicit_image or image_build.get("base") or plan.get("image") or None
     try:

@@ -26,12 +26,11 @@ from glm_deploy.catalog import (
     ImageSpec,
     ModelSpec,
     SpeculativeEngine,
-    is_version,
-    parse_version,
-    version_at_least,
-    version_matches,
+    known_bad_for,
 )
 from glm_deploy.errors import CatalogError, InputError
+from glm_deploy.images import DriverTooOldError, ImageChoice, NoImageError, choose_image, version_from_tag
+from glm_deploy.versions import is_version, parse_version, version_at_least, version_matches
 
 _T = TypeVar("_T")
 
@@ -45,7 +44,6 @@ _SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _CUDA = re.compile(r"^\d+\.\d+$")
-_TAG_VERSION = re.compile(r":v?(\d+\.\d+(?:\.\d+)?(?:rc\d+)?)(?:-|$)")
 
 
 @dataclass(frozen=True)
@@ -367,12 +365,12 @@ def _check_version(model: ModelSpec, engine: EngineSpec, version: str, warnings:
             f"engine_version {version!r} is not a version",
             hint="give digits and dots, e.g. 0.19.1 or 0.5.10",
         )
-    for bad in (*engine.known_bad, *(b for b in model.known_bad if b.engine == engine.name)):
-        if version_matches(bad.version, version):
-            raise InputError(
-                f"{engine.name} {version} is a known-bad version for {model.name}: {bad.reason}",
-                hint=f"source: {bad.source}; pick another engine_version",
-            )
+    bad = known_bad_for(engine, model, version)
+    if bad is not None:
+        raise InputError(
+            f"{engine.name} {version} is a known-bad version for {model.name}: {bad.reason}",
+            hint=f"source: {bad.source}; pick another engine_version",
+        )
     minimum = model.min_engine_versions.get(engine.name)
     if minimum is None:
         warnings.append(
@@ -385,63 +383,47 @@ def _check_version(model: ModelSpec, engine: EngineSpec, version: str, warnings:
         )
 
 
-def _cuda_key(cuda: str) -> tuple[int, int]:
-    major, minor = cuda.split(".")
-    return int(major), int(minor)
-
-
-def _select_image(  # noqa: PLR0917 - one private call site, each argument named there
+def _select_image(
     catalog: Catalog,
     model: ModelSpec,
     engine: EngineSpec,
     hardware: HardwareSpec,
+    *,
     wanted_version: str | None,
     host_cuda: str,
-) -> tuple[ImageSpec, bool]:
-    """The catalog image to run, and whether it needs NVIDIA_DISABLE_REQUIRE (a newer CUDA minor)."""
-    host = _cuda_key(host_cuda)
-    minimum = model.min_engine_versions.get(engine.name)
-    bad = (*engine.known_bad, *(b for b in model.known_bad if b.engine == engine.name))
-    candidates: list[tuple[tuple[Any, ...], ImageSpec, bool]] = []
-    for image in engine.images:
-        if image.models and model.name not in image.models:
-            continue
-        needs_override = False
-        if hardware.vendor == "nvidia":
-            if image.cuda is None:
-                continue
-            image_cuda = _cuda_key(image.cuda)
-            if image_cuda[0] > host[0]:
-                continue  # a newer CUDA major cannot run on an older driver at all
-            needs_override = image_cuda[0] == host[0] and image_cuda[1] > host[1]
-        elif hardware.vendor == "amd" and (
-            image.rocm is None or (image.archs and hardware.arch not in image.archs)
-        ):
-            continue
-        if wanted_version is not None:
-            if image.version != wanted_version:
-                continue
-        elif image.version is not None:
-            if minimum is not None and not version_at_least(image.version, minimum):
-                continue
-            if any(version_matches(entry.version, image.version) for entry in bad):
-                continue
-        version_key = parse_version(image.version) if image.version else ((), (0, 0))
-        cuda_key = _cuda_key(image.cuda) if image.cuda else (0, 0)
-        rank = (image.preferred, not needs_override, version_key, cuda_key)
-        candidates.append((rank, image, needs_override))
-    if not candidates:
+) -> tuple[ImageSpec, ImageChoice]:
+    """The catalog image to run (`images.choose_image`, the one preflight checks hosts with)."""
+    try:
+        choice = choose_image(
+            catalog,
+            engine.name,
+            driver_version=None,
+            engine_version=wanted_version,
+            explicit_image=None,
+            model=model.name,
+            vendor=hardware.vendor,
+            gpu_arch=hardware.arch if hardware.vendor == "amd" else None,
+            host_cuda=host_cuda if hardware.vendor == "nvidia" else None,
+        )
+    except NoImageError as error:
         versions = sorted({i.version for i in engine.images if i.version}, key=parse_version)
         wanted = f" version {wanted_version}" if wanted_version else ""
+        hint = (
+            f"catalog versions: {_known(versions) or 'none'}; or pass option image=<repo:tag> "
+            "(and cuda_version=<host CUDA> if the host driver is newer)"
+        )
+        if isinstance(error, DriverTooOldError):
+            raise InputError(
+                f"the catalog has no {engine.name}{wanted} image for {model.name} on {hardware.name} "
+                f"(host CUDA {host_cuda}): {error.message}",
+                hint=f"{error.hint}; {hint}" if error.hint else hint,
+            ) from error
         raise InputError(
             f"the catalog has no {engine.name}{wanted} image for {model.name} on {hardware.name} "
             f"(host CUDA {host_cuda})",
-            hint=f"catalog versions: {_known(versions) or 'none'}; or pass option image=<repo:tag> "
-            "(and cuda_version=<host CUDA> if the host driver is newer)",
-        )
-    candidates.sort(key=lambda entry: entry[0], reverse=True)
-    _, image, needs_override = candidates[0]
-    return image, needs_override
+            hint=hint,
+        ) from error
+    return _present(choice.spec, f"engines.{engine.name} image {choice.image}"), choice
 
 
 def _slug(text: str) -> str:
@@ -479,7 +461,8 @@ class _EngineBuild:
     engine_version: str | None = None
     image_build: dict[str, Any] | None = None
     native: dict[str, Any] | None = None
-    needs_disable_require: bool = False
+    # What the chosen image needs in its container on this host (NVIDIA_DISABLE_REQUIRE under minor compat).
+    image_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class _Renderer:
@@ -635,9 +618,8 @@ class _Renderer:
     def _users_image(self, build: _EngineBuild, image: str) -> None:
         build.image = image
         if build.engine_version is None:
-            match = _TAG_VERSION.search(image)
-            if match:
-                build.engine_version = match.group(1)
+            build.engine_version = version_from_tag(image)
+            if build.engine_version is not None:
                 _check_version(self.model, self.engine, build.engine_version, self.warnings)
             else:
                 self.warnings.append(
@@ -647,18 +629,19 @@ class _Renderer:
         self.warnings.append(f"image {image} is not from the catalog: its CUDA/driver fit is unchecked")
 
     def _catalog_image(self, build: _EngineBuild) -> None:
-        spec, build.needs_disable_require = _select_image(
-            self.catalog, self.model, self.engine, self.hardware, build.engine_version, self.host_cuda
+        spec, choice = _select_image(
+            self.catalog,
+            self.model,
+            self.engine,
+            self.hardware,
+            wanted_version=build.engine_version,
+            host_cuda=self.host_cuda,
         )
-        build.image_spec, build.image = spec, spec.image
+        build.image_spec, build.image, build.image_env = spec, spec.image, dict(choice.env)
         if build.engine_version is None and spec.version is not None:
             build.engine_version = spec.version
             _check_version(self.model, self.engine, spec.version, self.warnings)
-        if spec.floating:
-            self.warnings.append(
-                f"image {spec.image} is a floating tag: pin it (option image=<repo>@sha256:<digest>) "
-                "so redeploys are repeatable"
-            )
+        self.warnings.extend(choice.warnings)
         if "UNVERIFIED" in spec.source:
             self.warnings.append(f"image {spec.image}: {spec.source}")
         if self.hardware.vendor == "nvidia" and self.options.cuda_version is None:
@@ -946,13 +929,14 @@ class _Renderer:
             env["VLLM_NO_USAGE_STATS"] = "1"
             why["VLLM_NO_USAGE_STATS"] = "vLLM sends usage statistics unless told not to"
         spec = build.image_spec
-        if build.needs_disable_require and spec is not None:
-            env["NVIDIA_DISABLE_REQUIRE"] = "1"
-            why["NVIDIA_DISABLE_REQUIRE"] = (
-                f"image {spec.image} is built for CUDA {spec.cuda}, the host driver offers "
-                f"{self.host_cuda}: CUDA minor-version compatibility runs it, but nvidia-container-cli "
-                "refuses without this"
-            )
+        if build.image_env and spec is not None:
+            env.update(build.image_env)
+            for name in build.image_env:
+                why[name] = (
+                    f"image {spec.image} is built for CUDA {spec.cuda}, the host driver offers "
+                    f"{self.host_cuda}: CUDA minor-version compatibility runs it, but nvidia-container-cli "
+                    "refuses without this"
+                )
             self.warnings.append(
                 f"image built for CUDA {spec.cuda} on a CUDA {self.host_cuda} host: runs through "
                 "minor-version compatibility (NVIDIA_DISABLE_REQUIRE=1); a driver >= "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ SECRET = "sk-glm-test-7f3a9c0e5d"  # a made-up key: the test looks for it in eve
 @pytest.fixture
 def inventory(tmp_path: Path) -> Path:
     path = tmp_path / "inventory.ini"
-    path.write_text("[glm_servers]\nlocalhost ansible_connection=local ansible_python_interpreter='{{ ansible_playbook_python }}'\n")
+    path.write_text(
+        "[glm_servers]\nlocalhost ansible_connection=local "
+        "ansible_python_interpreter='{{ ansible_playbook_python }}'\n"
+    )
     return path
 
 
@@ -103,6 +107,11 @@ def test_secrets_reach_the_play_but_not_the_artifacts(
     tmp_path: Path, inventory: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_TOKEN", SECRET)  # a secret in the caller's environment must not be copied either
+    # The secrets file is made under tempfile's directory: give this test its own, so that other runs on the
+    # machine cannot be mistaken for a leftover of this one.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     out = tmp_path / "key-length.txt"
     playbook = write_playbook(
         tmp_path,
@@ -124,7 +133,7 @@ def test_secrets_reach_the_play_but_not_the_artifacts(
     assert out.read_text() == str(len(SECRET))
     leaked = [p for p in state.rglob("*") if p.is_file() and SECRET in p.read_text(errors="replace")]
     assert leaked == []
-    assert not list(Path("/tmp").glob("glm-deploy-secrets-*/secrets.json"))
+    assert list(private_tmp.iterdir()) == []  # the secrets file and its directory are gone
 
 
 def test_artifacts_are_rotated(tmp_path: Path, inventory: Path) -> None:
@@ -172,8 +181,8 @@ def test_cancel_stops_a_run(tmp_path: Path, inventory: Path) -> None:
 
 def test_missing_playbook_and_inventory_are_clear_errors(tmp_path: Path, inventory: Path) -> None:
     runner = PlaybookRunner(state_dir=tmp_path / "state")
-    with pytest.raises(RunError, match="playbook 'nope.yml' not found"):
+    with pytest.raises(RunError, match=r"playbook 'nope\.yml' not found"):
         runner.run("nope.yml", inventory=inventory)
     playbook = write_playbook(tmp_path, "- name: X\n  hosts: all\n  tasks: []\n")
-    with pytest.raises(RunError, match="inventory .* not found"):
+    with pytest.raises(RunError, match=r"inventory .* not found"):
         runner.run(playbook, inventory=tmp_path / "missing")
