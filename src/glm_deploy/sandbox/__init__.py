@@ -1,0 +1,1 @@
+"""The embedded default deployment: sandbox hosts, the tiny model and the local Hub-protocol server."""

@@ -1,0 +1,788 @@
+"""A local server that speaks the Hugging Face Hub's download protocol.
+
+The sandbox has no Hub, yet the weights role must run exactly as it does against huggingface.co: resolve
+a revision to a commit, list the files with their sizes and sha256, then download them with huggingface_hub.
+This module stores repositories on disk as immutable commits (every publish makes a new 40-hex commit;
+branches such as `main` move; old commits stay servable) and answers the endpoints huggingface_hub calls:
+
+- `GET /api/models/{repo}` and `GET /api/models/{repo}/revision/{rev}` (`sha`, `siblings`; sizes and LFS
+  sha256 with `?blobs=true`),
+- `GET /api/models/{repo}/tree/{rev}[/{path}]?recursive=true` (paginated with `Link: <...>; rel="next"`),
+- `HEAD`/`GET /{repo}/resolve/{rev}/{filename}` with `X-Repo-Commit`, `ETag`/`X-Linked-Etag`,
+  `Content-Length`/`X-Linked-Size` and `Range`; no Xet headers, so clients use plain HTTP.
+
+Errors carry the Hub's `X-Error-Code` (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) so that
+huggingface_hub raises the same exception types it raises against the real Hub.
+
+`HubRequestHandler.serve_file` is the one place a file's bytes are sent: test equipment subclasses the
+handler and overrides it to drop connections, stall, corrupt bytes or answer 429/500.
+
+Run it with `python -m glm_deploy.sandbox.hub --root DIR --host 127.0.0.1 --port 8080`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import types
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Files the Hub's default .gitattributes routes through LFS, plus anything at least this large.
+LFS_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".gguf",
+    ".h5",
+    ".msgpack",
+    ".onnx",
+    ".npz",
+    ".npy",
+)
+LFS_MIN_SIZE = 10 * 1024 * 1024
+# Size of the pointer file git would store for an LFS object; clients only display it.
+_LFS_POINTER_SIZE = 134
+_REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+_COPY_CHUNK = 1024 * 1024
+
+
+class HubStoreError(Exception):
+    """A lookup in the store failed; `code` is the Hub's X-Error-Code for it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """One file of one commit."""
+
+    path: str
+    size: int
+    sha256: str
+    git_oid: str  # git's blob id: sha1 over "blob <size>\0" + content
+    lfs: bool
+
+    @property
+    def etag(self) -> str:
+        """What the Hub sends as the file's ETag: the sha256 for LFS files, the git blob id otherwise."""
+        return self.sha256 if self.lfs else self.git_oid
+
+
+@dataclasses.dataclass(frozen=True)
+class Commit:
+    repo_id: str
+    sha: str
+    parent: str | None
+    created: str
+    files: Mapping[str, FileEntry]
+
+
+def validate_repo_id(repo_id: str) -> str:
+    parts = repo_id.split("/")
+    if not 1 <= len(parts) <= 2 or not all(_REPO_PART.match(part) for part in parts):
+        raise ValueError(
+            f"repo id {repo_id!r} is not valid: use 'namespace/name' made of letters, digits, '.', '_' and '-'"
+        )
+    return repo_id
+
+
+def _validate_filename(name: str) -> str:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\\" in name:
+        raise ValueError(f"file name {name!r} is not a clean relative path inside the repository")
+    return name
+
+
+def _hash_source(source: Path | bytes) -> tuple[int, str, str]:
+    """(size, sha256, git blob id) of a file or a byte string, read once."""
+    sha256 = hashlib.sha256()
+    if isinstance(source, bytes):
+        size = len(source)
+        git = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+        sha256.update(source)
+        git.update(source)
+        return size, sha256.hexdigest(), git.hexdigest()
+    size = source.stat().st_size
+    git = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+    with source.open("rb") as handle:
+        while chunk := handle.read(_COPY_CHUNK):
+            sha256.update(chunk)
+            git.update(chunk)
+    return size, sha256.hexdigest(), git.hexdigest()
+
+
+class HubStore:
+    """Repositories on disk: `<root>/<repo>/repo.json` (gate, branches), `commits/<sha>.json`,
+    `blobs/<sha256>`.
+
+    Blobs are content-addressed, so publishing a new revision stores only the files that changed.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._lock = threading.Lock()
+
+    def _repo_dir(self, repo_id: str) -> Path:
+        return self.root / validate_repo_id(repo_id)
+
+    def publish(
+        self,
+        repo_id: str,
+        files: Mapping[str, Path | bytes],
+        branch: str = "main",
+        gated: bool = False,
+    ) -> str:
+        """Store `files` as a new commit on `branch` (created if missing) and return the commit's sha."""
+        repo_dir = self._repo_dir(repo_id)
+        if not _BRANCH.match(branch) or _COMMIT_SHA.match(branch):
+            raise ValueError(f"branch name {branch!r} is not valid (letters, digits, '.', '_', '-', '/')")
+        if not files:
+            raise ValueError(f"publishing {repo_id}: no files given")
+        entries: dict[str, FileEntry] = {}
+        (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+        (repo_dir / "commits").mkdir(parents=True, exist_ok=True)
+        for name, source in sorted(files.items()):
+            _validate_filename(name)
+            if isinstance(source, Path) and not source.is_file():
+                raise ValueError(f"publishing {repo_id}: {name} -> {source} is not a regular file")
+            size, sha256, git_oid = _hash_source(source)
+            lfs = name.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE
+            entries[name] = FileEntry(path=name, size=size, sha256=sha256, git_oid=git_oid, lfs=lfs)
+            blob = repo_dir / "blobs" / sha256
+            if not blob.exists():
+                with tempfile.NamedTemporaryFile(dir=blob.parent, prefix=".incoming-", delete=False) as handle:
+                    if isinstance(source, bytes):
+                        handle.write(source)
+                    else:
+                        with source.open("rb") as reader:
+                            shutil.copyfileobj(reader, handle, _COPY_CHUNK)
+                os.replace(handle.name, blob)
+        with self._lock:
+            state = self._read_state(repo_id) if (repo_dir / "repo.json").exists() else {"refs": {}}
+            parent = state["refs"].get(branch)
+            created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+            manifest = [dataclasses.asdict(entry) for entry in entries.values()]
+            seed = json.dumps([repo_id, branch, parent, created, time.time_ns(), manifest], sort_keys=True)
+            sha = hashlib.sha1(seed.encode(), usedforsecurity=False).hexdigest()
+            commit_doc = {"sha": sha, "parent": parent, "created": created, "files": manifest}
+            _write_json_atomic(repo_dir / "commits" / f"{sha}.json", commit_doc)
+            state["refs"][branch] = sha
+            state["gated"] = "manual" if gated else False
+            state.setdefault("created", created)
+            _write_json_atomic(repo_dir / "repo.json", state)
+        logger.info("published %s@%s on %s (%d files)", repo_id, sha, branch, len(entries))
+        return sha
+
+    def publish_directory(self, repo_id: str, directory: Path, branch: str = "main", gated: bool = False) -> str:
+        """Publish every regular file under `directory` (paths relative to it), skipping `.git`."""
+        files: dict[str, Path | bytes] = {
+            path.relative_to(directory).as_posix(): path
+            for path in sorted(directory.rglob("*"))
+            if path.is_file() and ".git" not in path.relative_to(directory).parts
+        }
+        if not files:
+            raise ValueError(f"publishing {repo_id}: directory {directory} holds no files")
+        return self.publish(repo_id, files, branch=branch, gated=gated)
+
+    def _read_state(self, repo_id: str) -> dict[str, Any]:
+        path = self._repo_dir(repo_id) / "repo.json"
+        try:
+            state: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise HubStoreError("RepoNotFound", f"Repository {repo_id} not found") from None
+        return state
+
+    def repo_exists(self, repo_id: str) -> bool:
+        try:
+            return (self._repo_dir(repo_id) / "repo.json").is_file()
+        except ValueError:
+            return False
+
+    def gated(self, repo_id: str) -> str | bool:
+        value: str | bool = self._read_state(repo_id).get("gated", False)
+        return value
+
+    def branches(self, repo_id: str) -> dict[str, str]:
+        refs: dict[str, str] = self._read_state(repo_id)["refs"]
+        return dict(refs)
+
+    def resolve(self, repo_id: str, revision: str) -> Commit:
+        """The commit a branch name or a full commit sha designates."""
+        if not self.repo_exists(repo_id):
+            raise HubStoreError("RepoNotFound", f"Repository {repo_id} not found")
+        refs = self.branches(repo_id)
+        sha = refs.get(revision)
+        if sha is None and _COMMIT_SHA.match(revision):
+            sha = revision
+        commit_file = self._repo_dir(repo_id) / "commits" / f"{sha}.json"
+        if sha is None or not commit_file.is_file():
+            raise HubStoreError("RevisionNotFound", f"Invalid rev id: {revision}")
+        doc = json.loads(commit_file.read_text())
+        files = {item["path"]: FileEntry(**item) for item in doc["files"]}
+        return Commit(repo_id=repo_id, sha=doc["sha"], parent=doc["parent"], created=doc["created"], files=files)
+
+    def blob_path(self, repo_id: str, entry: FileEntry) -> Path:
+        return self._repo_dir(repo_id) / "blobs" / entry.sha256
+
+
+def _write_json_atomic(path: Path, document: Any) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".tmp-", delete=False) as handle:
+        json.dump(document, handle, indent=1, sort_keys=True)
+    os.replace(handle.name, path)
+
+
+@dataclasses.dataclass
+class FileRequest:
+    """One HEAD or GET of a file, after routing, auth and Range parsing."""
+
+    method: str
+    repo_id: str
+    revision: str
+    commit: Commit
+    entry: FileEntry
+    blob: Path
+    start: int  # first byte to send
+    length: int  # bytes to send
+    partial: bool  # a satisfiable Range was asked: answer 206
+
+
+class ServerStats:
+    """Counters test equipment and benchmarks read: file bytes sent and requests per kind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.file_bytes_sent = 0
+        self.requests: dict[str, int] = {}
+
+    def count_request(self, kind: str) -> None:
+        with self._lock:
+            self.requests[kind] = self.requests.get(kind, 0) + 1
+
+    def add_file_bytes(self, count: int) -> None:
+        with self._lock:
+            self.file_bytes_sent += count
+
+    def reset(self) -> None:
+        with self._lock:
+            self.file_bytes_sent = 0
+            self.requests = {}
+
+
+class HubHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Clients open many connections at once (parallel downloads); the default backlog of 5 drops some.
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler_class: type[HubRequestHandler],
+        store: HubStore,
+        tokens: frozenset[str] | None,
+        tree_page_size: int,
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.tree_page_size = tree_page_size
+        self.stats = ServerStats()
+        super().__init__(address, handler_class)
+
+
+class HubRequestHandler(BaseHTTPRequestHandler):
+    """Routes the Hub's download endpoints. Subclass and override `route` or `serve_file` to inject faults."""
+
+    server: HubHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "glm-deploy-hub/1"
+    # Keep-alive connections idle longer than this are closed so server threads do not pile up.
+    timeout = 120
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    # -- routing ---------------------------------------------------------------------------------------------
+    def do_HEAD(self) -> None:
+        self.route("HEAD")
+
+    def do_GET(self) -> None:
+        self.route("GET")
+
+    def route(self, method: str) -> None:
+        """Answer one request. Equipment may wrap it to fail chosen requests before they are routed."""
+        parsed = urllib.parse.urlsplit(self.path)
+        segments = [urllib.parse.unquote(part) for part in parsed.path.split("/")[1:]]
+        query = urllib.parse.parse_qs(parsed.query)
+        try:
+            if len(segments) >= 3 and segments[0] == "api" and segments[1] == "models":
+                self.server.stats.count_request("api")
+                self._api(method, segments[2:], query, parsed.query)
+                return
+            for repo_parts in (2, 1):
+                if len(segments) > repo_parts + 2 and segments[repo_parts] == "resolve":
+                    repo_id = "/".join(segments[:repo_parts])
+                    self.server.stats.count_request(f"file-{method.lower()}")
+                    self._resolve(method, repo_id, segments[repo_parts + 1], segments[repo_parts + 2 :])
+                    return
+            self.send_error_response(404, None, f"no route for {parsed.path}")
+        except HubStoreError as error:
+            status = 401 if error.code == "GatedRepo" else 404
+            self.send_error_response(status, error.code, str(error))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _api(self, method: str, rest: list[str], query: dict[str, list[str]], raw_query: str) -> None:
+        store = self.server.store
+        repo_id, remainder = self._split_repo(rest, ("revision", "tree"))
+        if not store.repo_exists(repo_id):
+            raise HubStoreError("RepoNotFound", f"Repository {repo_id} not found")
+        if not remainder:
+            self._send_repo_info(method, repo_id, "main", query)
+        elif remainder[0] == "revision" and len(remainder) == 2:
+            self._send_repo_info(method, repo_id, remainder[1], query)
+        elif remainder[0] == "tree" and len(remainder) >= 2:
+            self._send_tree(
+                method,
+                repo_id=repo_id,
+                revision=remainder[1],
+                path="/".join(remainder[2:]),
+                query=query,
+                raw_query=raw_query,
+            )
+        else:
+            self.send_error_response(404, None, f"no route for /api/models/{'/'.join(rest)}")
+
+    def _split_repo(self, parts: list[str], keywords: tuple[str, ...]) -> tuple[str, list[str]]:
+        """Split `namespace/name/<rest>` or a legacy `name/<rest>` into the repo id and the rest."""
+        if len(parts) >= 2 and parts[1] not in keywords:
+            return "/".join(parts[:2]), parts[2:]
+        if len(parts) >= 2 and self.server.store.repo_exists("/".join(parts[:2])):
+            return "/".join(parts[:2]), parts[2:]
+        return parts[0], parts[1:]
+
+    # -- auth ------------------------------------------------------------------------------------------------
+    def _token(self) -> str | None:
+        header = self.headers.get("Authorization", "")
+        if header.lower().startswith("bearer "):
+            return header[7:].strip() or None
+        return None
+
+    def _check_token(self, repo_id: str, needs_access: bool) -> None:
+        token = self._token()
+        tokens = self.server.tokens
+        if token is not None and tokens is not None and token not in tokens:
+            raise _InvalidCredentials
+        if needs_access and self.server.store.gated(repo_id) and token is None:
+            raise HubStoreError(
+                "GatedRepo",
+                f"Access to model {repo_id} is restricted. You must have access to it and be authenticated.",
+            )
+
+    # -- API endpoints ---------------------------------------------------------------------------------------
+    def _send_repo_info(self, method: str, repo_id: str, revision: str, query: dict[str, list[str]]) -> None:
+        try:
+            self._check_token(repo_id, needs_access=False)
+        except _InvalidCredentials:
+            self.send_error_response(401, None, "Invalid credentials in Authorization header")
+            return
+        store = self.server.store
+        commit = store.resolve(repo_id, revision)
+        with_blobs = query.get("blobs", ["false"])[0].lower() == "true"
+        siblings = []
+        for entry in commit.files.values():
+            sibling: dict[str, Any] = {"rfilename": entry.path}
+            if with_blobs:
+                sibling["size"] = entry.size
+                sibling["blobId"] = entry.git_oid
+                if entry.lfs:
+                    sibling["lfs"] = {
+                        "sha256": entry.sha256,
+                        "size": entry.size,
+                        "pointerSize": _LFS_POINTER_SIZE,
+                    }
+            siblings.append(sibling)
+        author = repo_id.split("/", maxsplit=1)[0] if "/" in repo_id else None
+        body = {
+            "_id": hashlib.sha1(repo_id.encode(), usedforsecurity=False).hexdigest()[:24],
+            "id": repo_id,
+            "modelId": repo_id,
+            "author": author,
+            "sha": commit.sha,
+            "lastModified": commit.created,
+            "createdAt": commit.created,
+            "private": False,
+            "gated": store.gated(repo_id),
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "siblings": siblings,
+            "usedStorage": sum(entry.size for entry in commit.files.values()),
+        }
+        self.send_json(method, body, extra_headers={"X-Repo-Commit": commit.sha})
+
+    def _send_tree(
+        self,
+        method: str,
+        *,
+        repo_id: str,
+        revision: str,
+        path: str,
+        query: dict[str, list[str]],
+        raw_query: str,
+    ) -> None:
+        try:
+            self._check_token(repo_id, needs_access=False)
+        except _InvalidCredentials:
+            self.send_error_response(401, None, "Invalid credentials in Authorization header")
+            return
+        commit = self.server.store.resolve(repo_id, revision)
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        entries = _tree_entries(commit, path.strip("/"), recursive)
+        if path and not entries and path not in commit.files:
+            raise HubStoreError("EntryNotFound", f"{path} does not exist on {revision}")
+        try:
+            cursor = int(query.get("cursor", ["0"])[0])
+        except ValueError:
+            self.send_error_response(400, None, "cursor must be an integer")
+            return
+        page_size = self.server.tree_page_size
+        page = entries[cursor : cursor + page_size]
+        headers = {"X-Repo-Commit": commit.sha}
+        if cursor + page_size < len(entries):
+            params = [(key, value) for key, value in urllib.parse.parse_qsl(raw_query) if key != "cursor"]
+            params.append(("cursor", str(cursor + page_size)))
+            host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+            next_url = f"http://{host}{urllib.parse.urlsplit(self.path).path}?{urllib.parse.urlencode(params)}"
+            headers["Link"] = f'<{next_url}>; rel="next"'
+        self.send_json(method, page, extra_headers=headers)
+
+    # -- files -----------------------------------------------------------------------------------------------
+    def _resolve(self, method: str, repo_id: str, revision: str, path_parts: list[str]) -> None:
+        store = self.server.store
+        if not store.repo_exists(repo_id):
+            raise HubStoreError("RepoNotFound", f"Repository {repo_id} not found")
+        try:
+            self._check_token(repo_id, needs_access=True)
+        except _InvalidCredentials:
+            self.send_error_response(401, None, "Invalid credentials in Authorization header")
+            return
+        commit = store.resolve(repo_id, revision)
+        filename = "/".join(path_parts)
+        entry = commit.files.get(filename)
+        if entry is None:
+            self.send_error_response(
+                404,
+                "EntryNotFound",
+                f"{filename} does not exist on {revision}",
+                {"X-Repo-Commit": commit.sha},
+            )
+            return
+        start, length, partial = 0, entry.size, False
+        range_header = self.headers.get("Range")
+        if range_header:
+            parsed_range = _parse_range(range_header, entry.size)
+            if parsed_range is None:
+                self.send_error_response(
+                    416,
+                    None,
+                    f"range {range_header!r} not satisfiable",
+                    {"Content-Range": f"bytes */{entry.size}"},
+                )
+                return
+            if parsed_range != (0, entry.size):
+                start, length = parsed_range
+                partial = True
+        request = FileRequest(
+            method=method,
+            repo_id=repo_id,
+            revision=revision,
+            commit=commit,
+            entry=entry,
+            blob=store.blob_path(repo_id, entry),
+            start=start,
+            length=length,
+            partial=partial,
+        )
+        self.serve_file(request)
+
+    def serve_file(self, request: FileRequest) -> None:
+        """Answer one HEAD/GET of a file: headers, then (for GET) the asked bytes.
+
+        The fault-injection hook: equipment overrides it to misbehave on chosen requests."""
+        self.send_file_headers(request)
+        if request.method == "GET":
+            self.send_file_bytes(request, request.start, request.length)
+
+    def send_file_headers(self, request: FileRequest, status: int | None = None) -> None:
+        entry = request.entry
+        self.send_response(status or (206 if request.partial else 200))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(request.length))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{entry.etag}"')
+        self.send_header("X-Repo-Commit", request.commit.sha)
+        if entry.lfs:
+            self.send_header("X-Linked-Etag", f'"{entry.etag}"')
+            self.send_header("X-Linked-Size", str(entry.size))
+        if request.partial:
+            self.send_header(
+                "Content-Range", f"bytes {request.start}-{request.start + request.length - 1}/{entry.size}"
+            )
+        self.end_headers()
+
+    def send_file_bytes(self, request: FileRequest, offset: int, count: int) -> int:
+        """Send `count` bytes of the file from `offset` (zero-copy where possible); return bytes sent."""
+        if count <= 0:
+            return 0
+        self.wfile.flush()
+        with request.blob.open("rb") as handle:
+            sent = int(self.connection.sendfile(handle, offset, count))
+        self.server.stats.add_file_bytes(sent)
+        return sent
+
+    # -- responses -------------------------------------------------------------------------------------------
+    def send_json(
+        self, method: str, body: Any, status: int = 200, extra_headers: Mapping[str, str] | None = None
+    ) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (extra_headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(payload)
+
+    def send_error_response(
+        self,
+        status: int,
+        error_code: str | None,
+        message: str,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        headers = dict(extra_headers or {})
+        if error_code:
+            headers["X-Error-Code"] = error_code
+        headers["X-Error-Message"] = message
+        self.send_json(self.command or "GET", {"error": message}, status=status, extra_headers=headers)
+
+
+class _InvalidCredentials(Exception):
+    pass
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, length) of a single `bytes=` range, or None when it cannot be satisfied.
+
+    Multiple ranges are not supported; they are answered with the whole file, which RFC 9110 allows.
+    """
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return (0, size)
+    first, _, last = spec.strip().partition("-")
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix <= 0:
+                return None
+            return (max(size - suffix, 0), min(suffix, size))
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return (0, size)
+    if start >= size or end < start:
+        return None
+    end = min(end, size - 1)
+    return (start, end - start + 1)
+
+
+def _tree_entries(commit: Commit, path: str, recursive: bool) -> list[dict[str, Any]]:
+    prefix = f"{path}/" if path else ""
+    folders: set[str] = set()
+    files: list[FileEntry] = []
+    for name, entry in commit.files.items():
+        if not name.startswith(prefix):
+            continue
+        relative = name[len(prefix) :]
+        parts = relative.split("/")
+        for depth in range(1, len(parts)):
+            if recursive or depth == 1:
+                folders.add(prefix + "/".join(parts[:depth]))
+        if recursive or len(parts) == 1:
+            files.append(entry)
+    result: list[dict[str, Any]] = []
+    for folder in sorted(folders):
+        oid = hashlib.sha1(f"{commit.sha}:{folder}".encode(), usedforsecurity=False).hexdigest()
+        result.append({"type": "directory", "oid": oid, "size": 0, "path": folder})
+    for entry in sorted(files, key=lambda item: item.path):
+        item: dict[str, Any] = {"type": "file", "oid": entry.git_oid, "size": entry.size, "path": entry.path}
+        if entry.lfs:
+            item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": _LFS_POINTER_SIZE}
+        result.append(item)
+    return result
+
+
+class HubServer:
+    """The store served over HTTP. As a context manager it serves from a background thread."""
+
+    def __init__(
+        self,
+        store: HubStore,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tokens: Sequence[str] | None = None,
+        handler_class: type[HubRequestHandler] = HubRequestHandler,
+        tree_page_size: int = 1000,
+    ) -> None:
+        """`tokens`: when given, only these bearer tokens are accepted; when None, any token is (a sandbox
+        has no accounts, yet gated repos still need *a* token). `tree_page_size` bounds tree pages (the Hub's
+        is 1000)."""
+        self.store = store
+        self.httpd = HubHTTPServer(
+            (host, port),
+            handler_class,
+            store,
+            frozenset(tokens) if tokens is not None else None,
+            tree_page_size,
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self.httpd.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def stats(self) -> ServerStats:
+        return self.httpd.stats
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever(poll_interval=0.2)
+
+    def start(self) -> HubServer:
+        self._thread = threading.Thread(target=self.serve_forever, name=f"hub-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.httpd.server_close()
+
+    def __enter__(self) -> HubServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: types.TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _parse_publish(value: str) -> tuple[str, Path]:
+    repo_id, sep, directory = value.partition("=")
+    if not sep or not repo_id or not directory:
+        raise argparse.ArgumentTypeError(f"--publish {value!r}: expected REPO_ID=DIRECTORY")
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    path = Path(directory)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"--publish {value!r}: {directory} is not a directory")
+    return repo_id, path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m glm_deploy.sandbox.hub",
+        description="Serve a directory of model repositories over the Hugging Face Hub's download protocol.",
+    )
+    parser.add_argument("--root", type=Path, required=True, help="store directory (created if missing)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default 8080)")
+    parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    parser.add_argument(
+        "--publish",
+        type=_parse_publish,
+        action="append",
+        default=[],
+        metavar="REPO_ID=DIR",
+        help="publish DIR as a new commit of REPO_ID before serving (repeatable)",
+    )
+    parser.add_argument("--branch", default="main", help="branch --publish moves (default main)")
+    parser.add_argument("--gated", action="store_true", help="mark the --publish repositories gated")
+    parser.add_argument("--publish-only", action="store_true", help="publish, print the commits, and exit")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
+
+    args.root.mkdir(parents=True, exist_ok=True)
+    store = HubStore(args.root)
+    for repo_id, directory in args.publish:
+        sha = store.publish_directory(repo_id, directory, branch=args.branch, gated=args.gated)
+        print(f"{repo_id} {args.branch} {sha}", flush=True)
+    if args.publish_only:
+        return 0
+    try:
+        server = HubServer(store, args.host, args.port)
+    except OSError as error:
+        print(f"cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    if args.port_file:
+        args.port_file.write_text(f"{server.port}\n")
+
+    def stop(signum: int, frame: types.FrameType | None) -> None:
+        # shutdown() blocks until serve_forever returns, so it must run outside the serving thread.
+        threading.Thread(target=server.httpd.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"serving {args.root} on {server.url}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    server.httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
