@@ -1,0 +1,104 @@
+"""Wait for an async glm.deploy.hf_prefetch job, printing its progress (bytes, rate, ETA) on every poll.
+
+A 705 GB download runs for hours, longer than any SSH session should stay open, so the weights role starts the
+module with `async`/`poll: 0`. This action then polls the job with async_status and, between polls, reads the
+module's progress file on the target and prints one line (the format of
+`glm_deploy.progress.format_line`, which the glm-deploy CLI parses back into a progress bar). It returns the
+module's own result when the job ends, and removes the job's status file.
+
+Arguments: `jid` (required), `progress_file`, `label`, `poll_interval` (seconds, default 15), `timeout`
+(seconds, default 172800).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from glm_deploy.progress import Progress, format_line
+
+display = Display()
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("jid", "progress_file", "label", "poll_interval", "timeout"))
+
+    def _async_status(self, jid, mode, task_vars):
+        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
+        return self._execute_module(
+            module_name="ansible.legacy.async_status",
+            module_args={"jid": jid, "mode": mode, "_async_dir": async_dir},
+            task_vars=task_vars,
+        )
+
+    def _read_progress(self, path, task_vars):
+        answer = self._execute_module(
+            module_name="ansible.builtin.slurp", module_args={"src": path}, task_vars=task_vars
+        )
+        if answer.get("failed") or "content" not in answer:
+            return None
+        try:
+            return json.loads(base64.b64decode(answer["content"]))
+        except ValueError:
+            return None  # caught mid-rewrite: the next poll reads it
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        jid = args.get("jid")
+        if not jid:
+            return {
+                **result,
+                "failed": True,
+                "msg": "hf_prefetch_wait needs jid (the async job id of hf_prefetch)",
+            }
+        try:
+            interval = max(1.0, float(args.get("poll_interval", 15)))
+            timeout = float(args.get("timeout", 172800))
+        except (TypeError, ValueError) as error:
+            return {
+                **result,
+                "failed": True,
+                "msg": f"hf_prefetch_wait: poll_interval/timeout must be numbers ({error})",
+            }
+        progress_file = args.get("progress_file")
+        host = task_vars.get("inventory_hostname", "host") if task_vars else "host"
+        label = f"{args.get('label') or 'weights'} @ {host}"
+        deadline = time.monotonic() + timeout
+        last_line = None
+        while True:
+            status = self._async_status(jid, "status", task_vars)
+            # A job that ended, or a poll that failed (job file gone, host unreachable), ends the wait.
+            if status.get("finished") or status.get("failed") or status.get("unreachable"):
+                break
+            if progress_file:
+                data = self._read_progress(progress_file, task_vars)
+                if data and data.get("bytes_total"):
+                    line = format_line(label, Progress.from_mapping(data))
+                    if line != last_line:
+                        display.display(line)
+                        last_line = line
+            if time.monotonic() > deadline:
+                return {
+                    **result,
+                    "failed": True,
+                    "msg": f"the weights download (job {jid}) still runs after {timeout:.0f}s; it keeps "
+                    "running on the host: re-run the play to wait again (finished files are kept) or raise "
+                    "weights_async_timeout_s",
+                }
+            time.sleep(interval)
+        self._async_status(jid, "cleanup", task_vars)
+        bookkeeping = ["ansible_job_id", "started", "finished", "results_file"]
+        if not status.get("failed"):
+            # Library warnings are noise on success; a failure keeps them (and any traceback).
+            bookkeeping += ["stdout", "stderr", "stdout_lines", "stderr_lines"]
+        for key in bookkeeping:
+            status.pop(key, None)
+        status.pop("invocation", None)
+        result.update(status)
+        return result

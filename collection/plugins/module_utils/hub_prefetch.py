@@ -1,0 +1,978 @@
+# Copyright: glm-deploy developers
+# Apache License 2.0 (see LICENSE)
+"""The engine behind glm.deploy.hf_prefetch: a dependable pre-download of a Hub repository into the HF cache.
+
+It runs on the target, with huggingface_hub from the venv the weights role prepares, and never imports
+glm_deploy. Order of work, so that every refusal comes before the first byte is written:
+
+1. resolve the revision to a commit and read every file's size and hash from the Hub's metadata;
+2. compare the cache with that metadata (presence and sizes; sha256 only for files never verified);
+3. check the cache filesystem (read-only, not writable, free space less a reserve) against the bytes missing;
+4. probe access to one missing file (gated repositories, refused tokens) with a HEAD request;
+5. download the missing files in parallel into the standard blobs/snapshots/refs layout, streaming each into
+   `blobs/<etag>.incomplete` (kept across runs, resumed with Range) and hashing it as it arrives; a retry
+   layer handles 429 (Retry-After), 5xx, dropped connections and stalls, bounded by `retries` attempts
+   without progress (with xet=true, huggingface_hub's hf_hub_download does the transfer instead);
+6. a file whose hash differs from the metadata is discarded and fetched again, never linked; every verified
+   blob is recorded (size, mtime, inode) so that a re-run checks presence and sizes only.
+
+Progress goes to a JSON file rewritten every second (bytes done/total, rate, ETA) so a caller polling the
+async job can show it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+import types
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+VERIFIED_MARKER = ".glm-deploy/verified.json"
+_HASH_CHUNK = 4 * 1024 * 1024
+_DOWNLOAD_CHUNK = 1024 * 1024
+_MAX_BACKOFF_S = 60.0
+_MAX_RETRY_AFTER_S = 300.0
+_PROGRESS_INTERVAL_S = 1.0
+_RATE_WINDOW_S = 20.0
+_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+class PrefetchError(Exception):
+    """A refusal or failure with a message a person can act on; `details` go into the module result."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class _Corrupt(Exception):
+    pass
+
+
+class _ShortTransfer(OSError):
+    """The connection ended before the file did (resumed on the next attempt)."""
+
+
+class _HTTPStatusError(Exception):
+    """A non-success answer to a file download, shaped like huggingface_hub's errors for classification."""
+
+    def __init__(self, status: int, headers: Any, url: str, problem: str = "") -> None:
+        code = headers.get("X-Error-Code") if headers is not None else None
+        message = headers.get("X-Error-Message") if headers is not None else None
+        details = ", ".join(part for part in (problem, code, message) if part)
+        super().__init__(f"HTTP {status} for {url}" + (f" ({details})" if details else ""))
+        self.response = types.SimpleNamespace(status_code=status, headers=headers or {})
+
+
+class _DropAuthOnOtherHost(urllib.request.HTTPRedirectHandler):
+    """Follow the Hub's redirects to its CDN without carrying the token there, as huggingface_hub does
+    (signed CDN URLs refuse a second credential, and the token has no business on another host)."""
+
+    def redirect_request(  # noqa: PLR0917 - urllib's signature
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+def human_bytes(count: float) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{value:.2f} TiB"
+
+
+class RemoteFile:
+    """One file of the resolved commit, as the Hub describes it."""
+
+    __slots__ = ("etag", "git_oid", "name", "sha256", "size")
+
+    def __init__(self, name: str, size: int, git_oid: str | None, sha256: str | None) -> None:
+        self.name = name
+        self.size = size
+        self.git_oid = git_oid
+        self.sha256 = sha256
+        # The HF cache names blobs by the file's ETag: the sha256 for LFS files, the git blob id otherwise.
+        etag = sha256 or git_oid
+        if not etag:
+            raise PrefetchError(f"the Hub's metadata for {name} carries neither an LFS sha256 nor a blob id")
+        self.etag = etag
+
+
+class _HashingWriter:
+    """Writes a download to its file and hashes it on the way, so it is verified without reading it back.
+
+    A resumed download first hashes the bytes already on disk, then continues with the new ones.
+    """
+
+    def __init__(self, handle: Any, item: RemoteFile, path: Path, resume: int) -> None:
+        self._handle = handle
+        self._item = item
+        self.received = 0
+        self._digest = _new_digest(item)
+        if resume:
+            with path.open("rb") as reader:
+                remaining = resume
+                while remaining > 0:
+                    chunk = reader.read(min(_HASH_CHUNK, remaining))
+                    if not chunk:
+                        raise _ShortTransfer(f"{path} shrank while it was being resumed")
+                    self._digest.update(chunk)
+                    remaining -= len(chunk)
+
+    def write(self, data: memoryview) -> None:
+        written = 0
+        while written < len(data):  # a raw file may take fewer bytes than offered
+            written += self._handle.write(data[written:])
+        self.received += len(data)
+        self._digest.update(data)
+
+    def matches(self) -> bool:
+        expected = self._item.sha256 or self._item.git_oid or ""
+        return bool(self._digest.hexdigest() == expected)
+
+
+def _new_digest(item: RemoteFile) -> Any:
+    if item.sha256:
+        return hashlib.sha256()
+    # Small files are checked against their git blob id: sha1 over a "blob <size>\0" header and the content.
+    return hashlib.sha1(f"blob {item.size}\0".encode(), usedforsecurity=False)
+
+
+def _given(params: dict[str, Any], name: str, default: Any) -> Any:
+    value = params.get(name)
+    return default if value is None else value
+
+
+class Settings:
+    """The validated module parameters."""
+
+    def __init__(self, params: dict[str, Any], check_mode: bool) -> None:
+        self.repo = str(params["repo"]).strip()
+        self.revision = str(params.get("revision") or "main").strip()
+        self.allow_patterns = list(params.get("allow_patterns") or []) or None
+        self.ignore_patterns = list(params.get("ignore_patterns") or []) or None
+        self.cache_dir = Path(str(params["cache_dir"]))
+        self.endpoint = (params.get("endpoint") or "").rstrip("/") or None
+        self.token = params.get("token") or None
+        self.xet = bool(params.get("xet"))
+        self.max_workers = int(_given(params, "max_workers", 8))
+        self.stall_timeout = float(_given(params, "stall_timeout", 60))
+        self.retries = int(_given(params, "retries", 8))
+        self.retry_backoff = float(_given(params, "retry_backoff", 2.0))
+        self.reserve = int(_given(params, "free_space_reserve_bytes", 0))
+        self.verify = bool(params.get("verify"))
+        progress = params.get("progress_file")
+        self.progress_file = Path(str(progress)) if progress else None
+        self.check_mode = check_mode
+        self._validate()
+
+    def _validate(self) -> None:
+        if not _REPO_ID.match(self.repo):
+            raise PrefetchError(
+                f"repo {self.repo!r} is not a Hub repository id: use 'namespace/name', e.g. 'zai-org/GLM-5-FP8'"
+            )
+        if not self.revision or any(ch.isspace() for ch in self.revision) or ".." in self.revision:
+            raise PrefetchError(
+                f"revision {self.revision!r} is not valid: give a branch or tag name or a 40-hex commit"
+            )
+        if not self.cache_dir.is_absolute():
+            raise PrefetchError(
+                f"cache_dir {str(self.cache_dir)!r} must be an absolute path, e.g. /var/lib/glm-deploy/hf/hub"
+            )
+        if self.endpoint is not None and not re.match(r"^https?://[^/\s]+", self.endpoint):
+            raise PrefetchError(
+                f"endpoint {self.endpoint!r} is not an http(s) URL: e.g. https://huggingface.co "
+                "or http://hub.internal:8080"
+            )
+        if not 1 <= self.max_workers <= 64:
+            raise PrefetchError(f"max_workers {self.max_workers} must be between 1 and 64")
+        if self.retry_backoff < 0:
+            raise PrefetchError(f"retry_backoff {self.retry_backoff} must be 0 or more seconds")
+        if self.stall_timeout <= 0:
+            raise PrefetchError(f"stall_timeout {self.stall_timeout} must be a positive number of seconds")
+        if self.retries < 0:
+            raise PrefetchError(f"retries {self.retries} must be 0 or more")
+        if self.reserve < 0:
+            raise PrefetchError(f"free_space_reserve_bytes {self.reserve} must be 0 or more")
+        if self.progress_file is not None and not self.progress_file.is_absolute():
+            raise PrefetchError(f"progress_file {str(self.progress_file)!r} must be an absolute path")
+
+    @property
+    def endpoint_label(self) -> str:
+        return self.endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+
+
+def _configure_environment(settings: Settings) -> Any:
+    """Set huggingface_hub's environment before importing it (it reads most settings at import)."""
+    if settings.endpoint:
+        os.environ["HF_ENDPOINT"] = settings.endpoint
+    # A read with no byte for this long counts as a stall: huggingface_hub then resumes with Range.
+    os.environ["HF_HUB_DOWNLOAD_TIMEOUT"] = str(max(1, round(settings.stall_timeout)))
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(max(10, round(settings.stall_timeout))))
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    if settings.xet:
+        os.environ.pop("HF_HUB_DISABLE_XET", None)
+        os.environ["HF_XET_HIGH_PERFORMANCE"] = "1"
+    else:
+        os.environ["HF_HUB_DISABLE_XET"] = "1"
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants
+    except ImportError:
+        raise PrefetchError(
+            f"huggingface_hub is not installed for {sys.executable}: the weights role installs it into "
+            "/var/lib/glm-deploy/venvs/hub and runs this module with that interpreter"
+        ) from None
+    # In case huggingface_hub was imported before these variables were set.
+    constants.HF_HUB_DOWNLOAD_TIMEOUT = int(os.environ["HF_HUB_DOWNLOAD_TIMEOUT"])
+    constants.HF_HUB_DISABLE_XET = not settings.xet
+    # huggingface_hub writes what it received in chunks of this size; after a dropped connection it resumes
+    # from the last whole chunk, so 1 MiB (not its default 10 MiB) loses less on every drop and refreshes
+    # progress more often, at no cost to throughput.
+    constants.DOWNLOAD_CHUNK_SIZE = _DOWNLOAD_CHUNK
+    if settings.endpoint:
+        constants.ENDPOINT = settings.endpoint
+    return huggingface_hub
+
+
+def _error_names(error: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(error).__mro__}
+
+
+def _status(error: BaseException) -> int | None:
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return int(status) if isinstance(status, int) else None
+
+
+def _retry_after(error: BaseException) -> float | None:
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    if value is None:
+        return None
+    try:
+        return min(float(value), _MAX_RETRY_AFTER_S)
+    except ValueError:
+        return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return " ".join(line.strip() for line in text[:3] if line.strip()) or type(error).__name__
+
+
+class Prefetch:
+    def __init__(self, settings: Settings, hub: Any) -> None:
+        self.settings = settings
+        self.hub = hub
+        repo_type_folder = "models--" + settings.repo.replace("/", "--")
+        self.repo_folder = settings.cache_dir / repo_type_folder
+        self.commit = ""
+        self.files: list[RemoteFile] = []
+        self.gated: Any = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._verified: dict[str, Any] = {}
+        self.retry_log: list[str] = []
+        self.fetched: list[str] = []
+        self.linked: list[str] = []
+        self.bytes_fetched = 0
+        self.verified_now: list[str] = []
+        self.refetched_corrupt: list[str] = []
+        self._progress_state: dict[str, Any] = {}
+        self._opener = urllib.request.build_opener(_DropAuthOnOtherHost)
+        self._fetch_set: list[RemoteFile] = []
+
+    # -- step 1: metadata ------------------------------------------------------------------------------------
+    def resolve(self) -> None:
+        settings = self.settings
+        api = self.hub.HfApi(endpoint=settings.endpoint)
+
+        def call() -> Any:
+            return api.model_info(settings.repo, revision=settings.revision, files_metadata=True, token=settings.token)
+
+        info = self._with_retries(f"reading the metadata of {settings.repo}@{settings.revision}", call)
+        self.commit = str(info.sha)
+        self.gated = getattr(info, "gated", False)
+        siblings = list(info.siblings or [])
+        names = [sibling.rfilename for sibling in siblings]
+        from huggingface_hub.utils import filter_repo_objects
+
+        wanted = set(
+            filter_repo_objects(names, allow_patterns=settings.allow_patterns, ignore_patterns=settings.ignore_patterns)
+        )
+        for sibling in siblings:
+            if sibling.rfilename not in wanted:
+                continue
+            lfs = getattr(sibling, "lfs", None)
+            sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
+            size = sibling.size if sibling.size is not None else getattr(lfs, "size", None)
+            if size is None:
+                raise PrefetchError(
+                    f"the Hub at {settings.endpoint_label} gave no size for {sibling.rfilename}: "
+                    "cannot check free space or completeness"
+                )
+            self.files.append(RemoteFile(sibling.rfilename, int(size), sibling.blob_id, sha256))
+        if not self.files:
+            raise PrefetchError(
+                f"no file of {settings.repo}@{self.commit} matches allow_patterns={settings.allow_patterns} "
+                f"ignore_patterns={settings.ignore_patterns}: loosen the patterns",
+                commit=self.commit,
+            )
+        self.files.sort(key=lambda item: item.name)
+
+    # -- step 2: what the cache holds ------------------------------------------------------------------------
+    def blob_path(self, item: RemoteFile) -> Path:
+        return self.repo_folder / "blobs" / item.etag
+
+    def snapshot_path(self, item: RemoteFile) -> Path:
+        return self.repo_folder / "snapshots" / self.commit / item.name
+
+    def _load_verified(self) -> None:
+        try:
+            data = json.loads((self.repo_folder / VERIFIED_MARKER).read_text())
+            self._verified = dict(data.get("blobs", {}))
+        except (OSError, ValueError):
+            self._verified = {}
+
+    def _is_recorded(self, item: RemoteFile, stat: os.stat_result) -> bool:
+        record = self._verified.get(item.etag)
+        return bool(
+            record
+            and record.get("size") == stat.st_size
+            and record.get("mtime_ns") == stat.st_mtime_ns
+            and record.get("inode") == stat.st_ino
+        )
+
+    def survey(self) -> tuple[list[RemoteFile], list[RemoteFile], int]:
+        """(files to fetch, present files to hash, bytes missing)."""
+        self._load_verified()
+        to_fetch: list[RemoteFile] = []
+        to_hash: list[RemoteFile] = []
+        missing = 0
+        for item in self.files:
+            link = self.snapshot_path(item)
+            try:
+                stat = link.stat()  # follows the symlink: a dangling link counts as missing
+            except OSError:
+                stat = None
+            if stat is not None and stat.st_size == item.size:
+                if self.settings.verify or not self._is_recorded(item, stat):
+                    to_hash.append(item)
+                continue
+            to_fetch.append(item)
+            missing += item.size - self._usable_bytes(item)
+        return to_fetch, to_hash, missing
+
+    def _usable_bytes(self, item: RemoteFile) -> int:
+        """Bytes of `item` on disk that a download will reuse (a right-sized blob or a partial file)."""
+        try:
+            size = self.blob_path(item).stat().st_size
+            if size == item.size:
+                return size
+        except OSError:
+            pass
+        try:
+            return min(Path(f"{self.blob_path(item)}.incomplete").stat().st_size, item.size)
+        except OSError:
+            return 0
+
+    # -- step 3: the filesystem ------------------------------------------------------------------------------
+    def check_filesystem(self, missing: int) -> dict[str, int]:
+        settings = self.settings
+        base = settings.cache_dir
+        while not base.exists():
+            if base.parent == base:
+                break
+            base = base.parent
+        if base.exists() and not base.is_dir():
+            raise PrefetchError(f"cache_dir {settings.cache_dir}: {base} exists and is not a directory")
+        stat = os.statvfs(base)
+        if stat.f_flag & os.ST_RDONLY:
+            raise PrefetchError(
+                f"cache_dir {settings.cache_dir} is on a read-only filesystem (mounted at or above {base}): "
+                "remount it read-write or choose a cache_dir on a writable filesystem"
+            )
+        if not os.access(base, os.W_OK | os.X_OK):
+            raise PrefetchError(
+                f"cache_dir {settings.cache_dir} is not writable by uid {os.geteuid()} ({base} denies it): "
+                "fix its owner/mode or run the module as a user that may write there"
+            )
+        free = stat.f_bavail * stat.f_frsize
+        usable = free - settings.reserve
+        numbers = {"bytes_missing": missing, "bytes_free": free, "free_space_reserve_bytes": settings.reserve}
+        if missing > usable:
+            raise PrefetchError(
+                f"not enough space for {settings.repo}@{self.commit[:12]} in {settings.cache_dir}: "
+                f"{human_bytes(missing)} ({missing} bytes) still to download, "
+                f"{human_bytes(free)} ({free} bytes) "
+                f"free, {human_bytes(settings.reserve)} ({settings.reserve} bytes) kept in reserve: free "
+                f"{human_bytes(missing - usable)} more, lower free_space_reserve_bytes, or choose another "
+                "cache_dir",
+                **numbers,
+            )
+        return numbers
+
+    # -- step 4: access --------------------------------------------------------------------------------------
+    def check_access(self, probe: RemoteFile | None) -> None:
+        settings = self.settings
+        if probe is None:
+            return  # nothing to download: a cache already complete needs no access
+        if self.gated and not settings.token:
+            raise PrefetchError(
+                f"{settings.repo} is a gated repository and no token was given: accept its terms on the Hub "
+                "with your account, then set HF_TOKEN (a token with read access) in the controller's "
+                "environment so the weights role can pass it",
+                commit=self.commit,
+            )
+        url = self.hub.hf_hub_url(settings.repo, probe.name, revision=self.commit, endpoint=settings.endpoint)
+
+        def head() -> Any:
+            return self.hub.get_hf_file_metadata(url, token=settings.token)
+
+        self._with_retries(f"checking access to {probe.name}", head)
+
+    # -- step 5/6: download and verify -----------------------------------------------------------------------
+    def hash_file(self, item: RemoteFile, path: Path) -> bool:
+        digest = _new_digest(item)
+        with path.open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+                if self._stop.is_set():
+                    raise PrefetchError("stopped while hashing")
+        return bool(digest.hexdigest() == (item.sha256 or item.git_oid or ""))
+
+    def record_verified(self, item: RemoteFile, path: Path) -> None:
+        stat = path.stat()
+        with self._lock:
+            self._verified[item.etag] = {
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+                "inode": stat.st_ino,
+                "algorithm": "sha256" if item.sha256 else "git-sha1",
+                "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            self.verified_now.append(item.name)
+            marker = self.repo_folder / VERIFIED_MARKER
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=marker.parent, prefix=".tmp-", delete=False) as handle:
+                json.dump({"version": 1, "blobs": self._verified}, handle, sort_keys=True)
+            os.chmod(handle.name, 0o644)
+            os.replace(handle.name, marker)
+
+    def remove_bad(self, item: RemoteFile) -> None:
+        """Take a wrong file out of the snapshot and the blob store, so only right bytes stay."""
+        for path in (self.snapshot_path(item), self.blob_path(item)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        with self._lock:
+            self._verified.pop(item.etag, None)
+
+    def verify_present(self, to_hash: list[RemoteFile]) -> list[RemoteFile]:
+        """Hash present files never verified (or all with verify=true); returns the ones found wrong."""
+        bad: list[RemoteFile] = []
+        self._phase("verifying", files=to_hash)
+
+        def check(item: RemoteFile) -> None:
+            target = self.snapshot_path(item).resolve()
+            if self.hash_file(item, target):
+                self.record_verified(item, target)
+            else:
+                self.remove_bad(item)
+                with self._lock:
+                    bad.append(item)
+                    self.refetched_corrupt.append(item.name)
+
+        self._run_parallel(to_hash, check)
+        return bad
+
+    def fetch(self, to_fetch: list[RemoteFile]) -> None:
+        self._fetch_set = sorted(to_fetch, key=lambda item: item.size, reverse=True)
+        self._phase("downloading", files=self._fetch_set)
+        download = self._download_xet if self.settings.xet else self._download_http
+
+        def fetch_one(item: RemoteFile) -> None:
+            def attempt() -> bool:
+                if self._stop.is_set():
+                    raise PrefetchError("stopped")
+                return download(item)
+
+            transferred = self._with_retries(
+                f"downloading {item.name}", attempt, progress=lambda: self._usable_bytes(item)
+            )
+            with self._lock:
+                (self.fetched if transferred else self.linked).append(item.name)
+
+        self._run_parallel(self._fetch_set, fetch_one)
+
+    def _download_http(self, item: RemoteFile) -> bool:
+        """One file over plain HTTP into `<blob>.incomplete`, kept across runs and resumed with Range.
+
+        huggingface_hub's hf_hub_download is not used here for two measured reasons: since 1.x it downloads
+        to a per-process temporary file that it deletes when the call fails, so a killed or failed run
+        restarts multi-GB shards from zero; and its httpx read loop moved about half the bytes per second
+        that curl does on the same link (see the benchmark). The bytes are streamed with the standard
+        library into a reused buffer and hashed as they arrive; huggingface_hub still provides the URL, the
+        headers (user agent, token) and, before this, the metadata and the access check.
+        """
+        blob = self.blob_path(item)
+        incomplete = Path(f"{blob}.incomplete")
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        transferred = False
+        with self._blob_lock(item):
+            if not self._blob_complete(item):
+                transferred = True
+                self._stream(item, incomplete)
+                os.chmod(incomplete, 0o644)
+                os.replace(incomplete, blob)
+                self.record_verified(item, blob)
+            elif not self._is_recorded(item, blob.stat()):
+                # Another process (or an earlier run) finished this blob: check it before linking it.
+                if not self.hash_file(item, blob):
+                    self.remove_bad(item)
+                    raise _Corrupt(f"{item.name}: the blob already in the cache has wrong bytes; removed it")
+                self.record_verified(item, blob)
+            self._link(item)
+        return transferred
+
+    def _stream(self, item: RemoteFile, incomplete: Path) -> None:
+        """Append the missing bytes of `item` to `incomplete`; on return it holds the whole, verified file."""
+        from huggingface_hub.utils import build_hf_headers
+
+        settings = self.settings
+        try:
+            resume = incomplete.stat().st_size
+        except FileNotFoundError:
+            resume = 0
+        if resume > item.size:
+            incomplete.unlink()
+            resume = 0
+        headers = dict(build_hf_headers(token=settings.token))
+        headers["Accept-Encoding"] = "identity"  # sizes and hashes are of the raw bytes
+        if resume:
+            headers["Range"] = f"bytes={resume}-"
+        url = self.hub.hf_hub_url(settings.repo, item.name, revision=self.commit, endpoint=settings.endpoint)
+        if resume < item.size:
+            # The URL is the validated http(s) endpoint's: no file: or custom scheme can reach here.
+            request = urllib.request.Request(url, headers=headers)  # noqa: S310
+            try:
+                # The socket timeout bounds every read: a transfer with no byte for this long is a stall.
+                response = self._opener.open(request, timeout=settings.stall_timeout)
+            except urllib.error.HTTPError as error:
+                raise _HTTPStatusError(error.code, error.headers, url) from None
+            with response, incomplete.open("ab", buffering=0) as handle:
+                if resume and response.status == 200:
+                    handle.truncate(0)  # the server ignored Range and sends the whole file
+                    resume = 0
+                elif resume and not str(response.headers.get("Content-Range", "")).startswith(f"bytes {resume}-"):
+                    raise _HTTPStatusError(response.status, response.headers, url, "wrong Content-Range")
+                writer = _HashingWriter(handle, item, incomplete, resume)
+                buffer = bytearray(_DOWNLOAD_CHUNK)
+                view = memoryview(buffer)
+                try:
+                    while True:
+                        count = response.readinto(view)
+                        if not count:
+                            break
+                        writer.write(view[:count])
+                        if self._stop.is_set():
+                            raise PrefetchError("stopped")
+                finally:
+                    with self._lock:
+                        self.bytes_fetched += writer.received
+                size = handle.tell()
+                if size != item.size:
+                    raise _ShortTransfer(f"{item.name}: the connection ended at byte {size} of {item.size}")
+                right = writer.matches()
+        else:  # an earlier run received every byte but stopped before checking them
+            right = _HashingWriter(None, item, incomplete, item.size).matches()
+        if not right:
+            incomplete.unlink()
+            with self._lock:
+                self.refetched_corrupt.append(item.name)
+            raise _Corrupt(f"{item.name}: the downloaded bytes do not match the Hub's hash; discarded them")
+
+    def _download_xet(self, item: RemoteFile) -> bool:
+        """One file with huggingface_hub's hf_hub_download, which uses Xet where the Hub offers it."""
+        settings = self.settings
+        blob = self.blob_path(item)
+        try:
+            if blob.stat().st_size != item.size:
+                blob.unlink()  # huggingface_hub would link a wrong-sized blob as is
+        except FileNotFoundError:
+            pass
+        before = self._usable_bytes(item)
+        path = Path(
+            self.hub.hf_hub_download(
+                settings.repo,
+                item.name,
+                revision=self.commit,
+                cache_dir=str(settings.cache_dir),
+                token=settings.token,
+                endpoint=settings.endpoint,
+                etag_timeout=max(10.0, settings.stall_timeout),
+            )
+        )
+        with self._lock:
+            self.bytes_fetched += item.size - before
+        if not self.hash_file(item, path.resolve()):
+            self.remove_bad(item)
+            with self._lock:
+                self.refetched_corrupt.append(item.name)
+            raise _Corrupt(f"{item.name}: the downloaded bytes do not match the Hub's hash; removed them")
+        self.record_verified(item, path.resolve())
+        return before < item.size
+
+    def _blob_complete(self, item: RemoteFile) -> bool:
+        try:
+            return self.blob_path(item).stat().st_size == item.size
+        except FileNotFoundError:
+            return False
+
+    @contextlib.contextmanager
+    def _blob_lock(self, item: RemoteFile) -> Iterator[None]:
+        """The lock huggingface_hub takes for the same blob (same path, flock), so concurrent downloads of one
+        repository, by this module or by huggingface_hub itself, never write one file together."""
+        lock_path = self.settings.cache_dir / ".locks" / self.repo_folder.name / f"{item.etag}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if self._stop.wait(1.0):
+                        raise PrefetchError("stopped") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _link(self, item: RemoteFile) -> None:
+        """Point snapshots/<commit>/<name> at the blob with a relative symlink, as huggingface_hub does."""
+        link = self.snapshot_path(item)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(self.blob_path(item), link.parent)
+        try:
+            if os.readlink(link) == target:
+                return
+        except OSError:
+            pass
+        temporary = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        os.symlink(target, temporary)
+        os.replace(temporary, link)
+
+    def _run_parallel(self, items: list[RemoteFile], work: Callable[[RemoteFile], None]) -> None:
+        if not items:
+            return
+        errors: list[BaseException] = []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.max_workers) as pool:
+            futures = {pool.submit(work, item): item for item in items}
+            for future in concurrent.futures.as_completed(futures):
+                error = future.exception()
+                if error is not None:
+                    # Let transfers in flight finish (their bytes are kept) but start no new ones.
+                    self._stop.set()
+                    errors.append(error)
+        real = [error for error in errors if not (isinstance(error, PrefetchError) and str(error) == "stopped")]
+        if real:
+            first = real[0]
+            if isinstance(first, PrefetchError):
+                raise first
+            raise PrefetchError(_first_line(first))
+
+    def _with_retries(self, what: str, call: Callable[[], Any], progress: Callable[[], int] | None = None) -> Any:
+        """Call until it succeeds, a fatal error, or `retries` consecutive failed attempts that made no
+        progress (an attempt that moved bytes forward resets the count, so a long transfer over a flaky link
+        is not abandoned for drops it recovered from)."""
+        settings = self.settings
+        attempt = 0
+        reached = progress() if progress else 0
+        while True:
+            try:
+                return call()
+            except PrefetchError:
+                raise
+            except Exception as error:  # classified below: fatal ones are re-raised with a clear message
+                self._raise_if_fatal(error)
+                if progress is not None:
+                    now = progress()
+                    if now > reached:
+                        attempt, reached = 0, now
+                if attempt >= settings.retries:
+                    raise PrefetchError(
+                        f"{what}: gave up after {attempt + 1} attempts (retries={settings.retries}); "
+                        "last error: "
+                        f"{_first_line(error)}. Partial files are kept under {self.repo_folder}/blobs and a "
+                        "re-run resumes them",
+                        retry_log=self.retry_log[-50:],
+                    ) from None
+                wait = _retry_after(error) if _status(error) == 429 else None
+                if wait is None:
+                    # Jitter spreads the retries of parallel workers; no security depends on it.
+                    jitter = random.uniform(0.75, 1.0)  # noqa: S311
+                    wait = min(_MAX_BACKOFF_S, settings.retry_backoff * (2**attempt)) * jitter
+                with self._lock:
+                    self.retry_log.append(f"{what}: {_first_line(error)[:200]} -> retry in {wait:.1f}s")
+                attempt += 1
+                if self._stop.wait(wait):
+                    raise PrefetchError("stopped") from None
+
+    def _raise_if_fatal(self, error: BaseException) -> None:
+        settings = self.settings
+        names = _error_names(error)
+        where = f"{settings.endpoint_label}"
+        status = _status(error)
+        if "GatedRepoError" in names:
+            raise PrefetchError(
+                f"{settings.repo} is gated and the Hub at {where} refused access"
+                + (
+                    " with the token given: accept the model's terms on the Hub for that account"
+                    if settings.token
+                    else ": set HF_TOKEN to a token whose account accepted the model's terms"
+                ),
+                commit=self.commit or None,
+            )
+        if "RepositoryNotFoundError" in names:
+            raise PrefetchError(
+                f"repository {settings.repo} was not found at {where}: check the spelling (namespace/name); "
+                "a private repository also needs HF_TOKEN"
+            )
+        if "RevisionNotFoundError" in names:
+            raise PrefetchError(
+                f"revision {settings.revision!r} was not found in {settings.repo} at {where}: "
+                "give an existing "
+                "branch or tag name or a full 40-hex commit (see the repository's 'Files and versions' page)"
+            )
+        if "RemoteEntryNotFoundError" in names:
+            raise PrefetchError(
+                f"a file listed by the Hub is missing from {settings.repo}@{self.commit} at {where}: "
+                f"{_first_line(error)}"
+            )
+        if "DisabledRepoError" in names:
+            raise PrefetchError(f"repository {settings.repo} is disabled at {where}")
+        if status in (401, 403):
+            raise PrefetchError(
+                f"the Hub at {where} refused the request for {settings.repo} ({status}): "
+                "the token in HF_TOKEN "
+                "is invalid or lacks read access; create a read token and set HF_TOKEN to it"
+            )
+        if status is not None and (status in (408, 429) or status >= 500 or status < 400):
+            return  # rate limits, server errors and odd partial answers pass; the next attempt resumes
+        if status is not None and 400 <= status < 500:
+            raise PrefetchError(f"the Hub at {where} answered {status} for {settings.repo}: {_first_line(error)}")
+        if isinstance(error, (_Corrupt, OSError, http.client.HTTPException)):
+            return  # transient: wrong bytes, consistency errors, dropped connections, full disk is below
+        if type(error).__module__.split(".")[0] in (
+            "httpx",
+            "httpx2",
+            "httpcore",
+            "requests",
+            "urllib3",
+            "h11",
+        ):
+            return
+        if "FileMetadataError" in names or "LocalEntryNotFoundError" in names:
+            return
+        raise PrefetchError(f"unexpected error from huggingface_hub: {type(error).__name__}: {_first_line(error)}")
+
+    # -- progress --------------------------------------------------------------------------------------------
+    def _phase(self, phase: str, files: list[RemoteFile] | None = None) -> None:
+        with self._lock:
+            self._progress_state["phase"] = phase
+            if files is not None:
+                self._progress_state["files"] = files
+                self._progress_state["samples"] = []
+
+    def progress_snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            phase = self._progress_state.get("phase", "resolving")
+            files: list[RemoteFile] = list(self._progress_state.get("files", []))
+            samples: list[tuple[float, int]] = self._progress_state.setdefault("samples", [])
+        total = sum(item.size for item in files)
+        done = 0
+        files_done = 0
+        if phase == "downloading":
+            for item in files:
+                got = self._usable_bytes(item)
+                done += got
+                files_done += got == item.size
+        elif phase == "verifying":
+            verified = set(self.verified_now)
+            done = sum(item.size for item in files if item.name in verified)
+            files_done = sum(1 for item in files if item.name in verified)
+        elif phase == "done":
+            done, files_done = total, len(files)
+        now = time.monotonic()
+        samples.append((now, done))
+        while samples and now - samples[0][0] > _RATE_WINDOW_S:
+            samples.pop(0)
+        rate = 0.0
+        if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
+            rate = max(0.0, (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0]))
+        eta = (total - done) / rate if rate > 0 else None
+        return {
+            "repo": self.settings.repo,
+            "revision": self.settings.revision,
+            "commit": self.commit or None,
+            "phase": phase,
+            "files_total": len(files),
+            "files_done": files_done,
+            "bytes_total": total,
+            "bytes_done": done,
+            "rate_bytes_per_s": round(rate, 1),
+            "eta_s": round(eta, 1) if eta is not None else None,
+            "updated": time.time(),
+        }
+
+    def write_progress(self, extra: dict[str, Any] | None = None) -> None:
+        target = self.settings.progress_file
+        if target is None or self.settings.check_mode:
+            return  # check mode writes nothing, not even progress
+        snapshot = self.progress_snapshot()
+        if extra:
+            snapshot.update(extra)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=".progress-", delete=False) as handle:
+                json.dump(snapshot, handle)
+            os.chmod(handle.name, 0o644)
+            os.replace(handle.name, target)
+        except OSError:
+            pass  # progress is a courtesy; it must never fail the download
+
+    def progress_loop(self, finished: threading.Event) -> None:
+        while not finished.wait(_PROGRESS_INTERVAL_S):
+            self.write_progress()
+
+
+def write_ref(repo_folder: Path, revision: str, commit: str) -> bool:
+    """Point refs/<revision> at the commit, as huggingface_hub does when it resolves a branch itself."""
+    if _COMMIT.match(revision):
+        return False
+    ref = repo_folder / "refs" / revision
+    try:
+        if ref.read_text() == commit:
+            return False
+    except OSError:
+        pass
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=ref.parent, prefix=".tmp-", delete=False) as handle:
+        handle.write(commit)
+    os.chmod(handle.name, 0o644)
+    os.replace(handle.name, ref)
+    return True
+
+
+def run(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """Prefetch as `params` say; returns the module result. Raises PrefetchError with a clear message."""
+    started = time.monotonic()
+    settings = Settings(params, check_mode)
+    hub = _configure_environment(settings)
+    job = Prefetch(settings, hub)
+    job.write_progress()
+    try:
+        job.resolve()
+        to_fetch, to_hash, missing = job.survey()
+        ref_path = job.repo_folder / "refs" / settings.revision
+        try:
+            ref_moves = not _COMMIT.match(settings.revision) and ref_path.read_text() != job.commit
+        except OSError:
+            ref_moves = True
+        result: dict[str, Any] = {
+            "repo": settings.repo,
+            "revision": settings.revision,
+            "commit": job.commit,
+            "snapshot_path": str(job.repo_folder / "snapshots" / job.commit),
+            "files_total": len(job.files),
+            "bytes_total": sum(item.size for item in job.files),
+        }
+        if check_mode:
+            numbers = {}
+            if to_fetch:
+                numbers = job.check_filesystem(missing)
+            result.update(
+                changed=bool(to_fetch) or ref_moves,
+                would_fetch_files=[item.name for item in to_fetch],
+                would_fetch_bytes=missing,
+                would_verify_files=[item.name for item in to_hash],
+                **numbers,
+            )
+            result["msg"] = (
+                f"would fetch {len(to_fetch)} files ({human_bytes(missing)}) and verify {len(to_hash)} "
+                f"of {settings.repo}@{job.commit[:12]}"
+            )
+            return result
+        if to_fetch or to_hash or ref_moves:
+            result.update(job.check_filesystem(missing))
+        job.check_access(to_fetch[0] if to_fetch else None)
+        # Everything that can refuse has refused: from here on files are written.
+        finished = threading.Event()
+        reporter = threading.Thread(target=job.progress_loop, args=(finished,), daemon=True)
+        reporter.start()
+        try:
+            bad = job.verify_present(to_hash)
+            if bad:
+                to_fetch = to_fetch + bad
+                job.check_filesystem(sum(item.size for item in to_fetch))
+            job.fetch(to_fetch)
+            ref_changed = write_ref(job.repo_folder, settings.revision, job.commit)
+        finally:
+            finished.set()
+            reporter.join(timeout=5)
+        # The last word on completeness: every file present with its size.
+        _, _, still_missing = job.survey()
+        incomplete = [item.name for item in job.files if not job.snapshot_path(item).exists()]
+        if incomplete or still_missing:
+            raise PrefetchError(f"snapshot still incomplete after download: {incomplete[:10]}")
+        elapsed = time.monotonic() - started
+        job._phase("done", files=job._fetch_set)
+        average = job.bytes_fetched / elapsed if elapsed > 0 else 0.0
+        job.write_progress({"elapsed_s": round(elapsed, 2), "rate_bytes_per_s": round(average, 1), "eta_s": 0})
+        result.update(
+            changed=bool(job.fetched or job.linked) or ref_changed,
+            files_fetched=len(job.fetched),
+            fetched=sorted(job.fetched)[:200],
+            files_linked=len(job.linked),
+            bytes_fetched=job.bytes_fetched,
+            files_verified=len(job.verified_now),
+            files_refetched_corrupt=sorted(set(job.refetched_corrupt)),
+            retries_used=len(job.retry_log),
+            retry_log=job.retry_log[-50:],
+            elapsed_s=round(elapsed, 2),
+            rate_bytes_per_s=round(job.bytes_fetched / elapsed, 1) if elapsed > 0 else 0.0,
+        )
+        result["msg"] = (
+            f"{settings.repo}@{job.commit[:12]}: fetched {len(job.fetched)} files "
+            f"({human_bytes(job.bytes_fetched)}) in {elapsed:.1f}s, verified {len(job.verified_now)}, "
+            f"{len(job.files)} files present"
+        )
+        return result
+    except PrefetchError as error:
+        error.details.setdefault("commit", job.commit or None)
+        job._phase("failed")
+        job.write_progress({"error": str(error)})
+        raise

@@ -1,0 +1,200 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: glm-deploy developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Pre-download a Hugging Face Hub repository into the HF cache: pinned, disk-checked, resumable, verified."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: hf_prefetch
+short_description: Pre-download a Hub model repository into the Hugging Face cache, verified and resumable
+description:
+  - Resolves O(revision) to a commit and returns it, so redeploys and rollbacks can pin the exact commit.
+  - Sums the bytes still missing from the Hub's file metadata and refuses, with the numbers, when the cache
+    filesystem lacks them plus O(free_space_reserve_bytes).
+  - Downloads the missing files in parallel into the standard cache layout (C(blobs/), C(snapshots/<commit>/),
+    C(refs/<revision>)); huggingface_hub provides the metadata, URLs and auth headers, and with O(xet=true)
+    does the transfer itself. Partial files (C(blobs/<etag>.incomplete)) survive failed or killed runs and are
+    resumed with C(Range); dropped connections, stalls, 429 (honouring C(Retry-After)) and 5xx are retried
+    with backoff, failing with a clear error after O(retries) attempts without progress.
+  - Hashes each downloaded file once against the Hub's sha256 (git blob id for small files) and records it,
+    so a re-run checks presence and sizes only; a file with wrong bytes is removed and fetched again.
+  - Refuses before writing anything when the repository or revision does not exist, the repository is gated
+    and no token was given, or the cache is on a read-only or full filesystem.
+  - Rewrites O(progress_file) every second with bytes done and total, rate and ETA, for callers polling an
+    async job.
+  - Needs huggingface_hub (1.0 or later) in the interpreter that runs it; the C(glm.deploy.weights) role
+    creates a venv for it. Supports check mode (reports files and bytes it would fetch, fetches nothing).
+version_added: "0.1.0"
+options:
+  repo:
+    description: Repository id on the Hub, C(namespace/name).
+    type: str
+    required: true
+  revision:
+    description: Branch, tag or 40-hex commit to fetch.
+    type: str
+    default: main
+  allow_patterns:
+    description: Only files matching one of these glob patterns are fetched (all files when empty).
+    type: list
+    elements: str
+    default: []
+  ignore_patterns:
+    description: Files matching one of these glob patterns are skipped.
+    type: list
+    elements: str
+    default: []
+  cache_dir:
+    description: The HF hub cache directory (C(HF_HUB_CACHE)), e.g. C(/var/lib/glm-deploy/hf/hub).
+    type: path
+    required: true
+  endpoint:
+    description: Hub URL (C(HF_ENDPOINT)); huggingface_hub's default when empty.
+    type: str
+  token:
+    description:
+      - Hugging Face token for gated or private repositories. Falls back to C(HF_TOKEN). Never logged.
+    type: str
+  xet:
+    description:
+      - Download with huggingface_hub's hf_hub_download, which uses the Xet protocol where the Hub offers it
+        (C(HF_XET_HIGH_PERFORMANCE=1)). Its partial files do not survive a failed run.
+      - False (the default) forces plain HTTP (C(HF_HUB_DISABLE_XET=1)), the fallback for Xet transfers that
+        hang, with partial files resumed across runs.
+    type: bool
+    default: false
+  max_workers:
+    description: Files downloaded at once.
+    type: int
+    default: 8
+  stall_timeout:
+    description: Seconds without a byte after which a transfer counts as stalled and is resumed.
+    type: float
+    default: 60
+  retries:
+    description:
+      - Consecutive failed attempts without progress, per file (and per metadata call), before giving up with
+        an error. An attempt that moved bytes forward resets the count.
+    type: int
+    default: 8
+  retry_backoff:
+    description: First wait in seconds between retries; it doubles on each retry, up to 60 s.
+    type: float
+    default: 2
+  free_space_reserve_bytes:
+    description: Bytes that must stay free on the cache filesystem after the download.
+    type: int
+    default: 0
+  verify:
+    description: Hash every file again, ignoring the record of earlier verifications.
+    type: bool
+    default: false
+  progress_file:
+    description: JSON file rewritten every second with C(phase), C(bytes_done), C(bytes_total),
+      C(rate_bytes_per_s), C(eta_s), C(files_done), C(files_total).
+    type: path
+author:
+  - glm-deploy developers
+"""
+
+EXAMPLES = r"""
+- name: Fetch GLM-5-FP8 at a pinned commit
+  glm.deploy.hf_prefetch:
+    repo: zai-org/GLM-5-FP8
+    revision: main
+    cache_dir: /var/lib/glm-deploy/hf/hub
+    token: "{{ glm_hf_token | default(omit) }}"
+    free_space_reserve_bytes: 50000000000
+    progress_file: /var/lib/glm-deploy/hf/prefetch-progress.json
+  async: 86400
+  poll: 0
+  register: weights_job
+"""
+
+RETURN = r"""
+commit:
+  description: The 40-hex commit the revision resolved to.
+  type: str
+  returned: always
+snapshot_path:
+  description: The snapshot directory of that commit in the cache.
+  type: str
+  returned: always
+files_total:
+  description: Files of the commit selected by the patterns.
+  type: int
+  returned: always
+bytes_total:
+  description: Their total size.
+  type: int
+  returned: always
+files_fetched:
+  description: Files downloaded by this run.
+  type: int
+  returned: when not in check mode
+bytes_fetched:
+  description: Bytes downloaded by this run (resumed bytes not counted).
+  type: int
+  returned: when not in check mode
+files_verified:
+  description: Files hashed by this run.
+  type: int
+  returned: when not in check mode
+retries_used:
+  description: Retries this run needed; retry_log says why.
+  type: int
+  returned: when not in check mode
+would_fetch_files:
+  description: Files a real run would download.
+  type: list
+  elements: str
+  returned: in check mode
+would_fetch_bytes:
+  description: Bytes a real run would download.
+  type: int
+  returned: in check mode
+"""
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback  # noqa: E402 (DOCUMENTATION comes first)
+from ansible_collections.glm.deploy.plugins.module_utils.hub_prefetch import (  # noqa: E402
+    PrefetchError,
+    run,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            repo=dict(type="str", required=True),
+            revision=dict(type="str", default="main"),
+            allow_patterns=dict(type="list", elements="str", default=[]),
+            ignore_patterns=dict(type="list", elements="str", default=[]),
+            cache_dir=dict(type="path", required=True),
+            endpoint=dict(type="str"),
+            token=dict(type="str", no_log=True, fallback=(env_fallback, ["HF_TOKEN"])),
+            xet=dict(type="bool", default=False),
+            max_workers=dict(type="int", default=8),
+            stall_timeout=dict(type="float", default=60),
+            retries=dict(type="int", default=8),
+            retry_backoff=dict(type="float", default=2),
+            free_space_reserve_bytes=dict(type="int", default=0),
+            verify=dict(type="bool", default=False),
+            progress_file=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        result = run(dict(module.params), module.check_mode)
+    except PrefetchError as error:
+        details = {key: value for key, value in error.details.items() if value is not None}
+        module.fail_json(msg=str(error), **details)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
