@@ -18,6 +18,10 @@ from glm_deploy.errors import GlmDeployError
 COMMAND_MODULES: tuple[str, ...] = (
     "catalog",
     "plan",
+    "sandbox",
+    "deployment",  # deploy, verify, benchmark, status, history
+    "client_env",
+    "schedule",
 )
 
 

@@ -1,0 +1,323 @@
+"""`glm-deploy deploy|verify|benchmark|status|history`: the `Deployment` API on the command line.
+
+Exit codes: 0 ok, 1 the run failed, 2 bad input, 3 another run holds the controller lock, 130 cancelled
+(Ctrl-C).
+Progress goes to stderr (task names as they start, elapsed time, the weights download's bytes/rate/ETA); the
+result goes to stdout, as JSON with `--json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from glm_deploy.deployment import Deployment, RunOutcome
+from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
+from glm_deploy.history import HistoryEntry
+from glm_deploy.lock import describe_holder
+from glm_deploy.progress import ProgressRenderer, human_duration, parse_line
+
+DEFAULT_INVENTORY = "inventories/sandbox"
+
+# How often a long step says it is still running when it prints nothing itself.
+HEARTBEAT_S = 30.0
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-i",
+        "--inventory",
+        default=DEFAULT_INVENTORY,
+        help=f"inventory file or directory (default {DEFAULT_INVENTORY})",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where history, locks and run artifacts live (default $GLM_DEPLOY_STATE or .cache/glm-deploy)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    descriptions = {
+        "deploy": (
+            "converge the inventory's hosts to the plan",
+            "Converge the inventory's hosts to the plan: weights, engine, service, health (site.yml).",
+        ),
+        "verify": (
+            "check the endpoint",
+            "Check the endpoint: health, model list, chat, tool call (verify.yml).",
+        ),
+        "benchmark": (
+            "measure the endpoint",
+            "Measure the endpoint's throughput and latency (benchmark.yml).",
+        ),
+    }
+    for command, (summary, description) in descriptions.items():
+        parser = subparsers.add_parser(command, help=summary, description=description)
+        add_common_arguments(parser)
+        parser.add_argument("--limit", help="only these hosts (an Ansible host pattern)")
+        if command == "deploy":
+            parser.add_argument(
+                "--if-changed",
+                action="store_true",
+                help="resolve the release (model branch -> commit on the Hub) and deploy only when it "
+                "differs from the current one",
+            )
+            parser.add_argument("--model", help="catalog model (default: glm_model from the inventory)")
+            parser.add_argument("--engine", help="engine (default: glm_engine from the inventory)")
+            parser.add_argument("--hardware", help="hardware (default: glm_hardware from the inventory)")
+            parser.add_argument(
+                "--nodes", type=int, help="nodes to span (default: glm_nodes or the catalog's)"
+            )
+        parser.set_defaults(handler=run_command, command_name=command)
+
+    status = subparsers.add_parser(
+        "status",
+        help="what the controller knows: current release, each host's last run, the lock",
+        description="Show the current release (the last successful deploy), each host's last run and who "
+        "holds the controller lock. No host is contacted.",
+    )
+    add_common_arguments(status)
+    status.set_defaults(handler=show_status)
+
+    history = subparsers.add_parser(
+        "history",
+        help="the runs recorded for this controller, oldest first",
+        description="List the deploy/verify/benchmark runs recorded in the controller's history.",
+    )
+    add_common_arguments(history)
+    history.add_argument(
+        "-n", "--last", type=int, default=20, help="show the last N runs (default 20; 0 = all)"
+    )
+    history.set_defaults(handler=show_history)
+
+
+def _deployment(args: argparse.Namespace) -> Deployment:
+    return Deployment(
+        args.inventory,
+        state_dir=args.state_dir,
+        model=getattr(args, "model", None),
+        engine=getattr(args, "engine", None),
+        hardware=getattr(args, "hardware", None),
+        nodes=getattr(args, "nodes", None),
+    )
+
+
+def error_document(command: str, error: GlmDeployError) -> dict[str, Any]:
+    """The JSON a failed command prints with --json."""
+    document: dict[str, Any] = {
+        "command": command,
+        "ok": False,
+        "exit_code": error.exit_code,
+        "error": error.message,
+        "hint": error.hint,
+        "type": type(error).__name__,
+    }
+    if isinstance(error, RunError):
+        document.update(host=error.host, step=error.step, artifact_dir=error.artifact_dir)
+    if isinstance(error, LockHeldError):
+        document["holder"] = error.holder
+    return document
+
+
+def _fail(args: argparse.Namespace, command: str, error: GlmDeployError) -> int:
+    if args.json:
+        print(json.dumps(error_document(command, error), indent=2))
+    print(f"glm-deploy {command}: error: {error}", file=sys.stderr)
+    return error.exit_code
+
+
+class RunDisplay:
+    """Draws a run's events on a stream: each task as it starts with the elapsed time, failures at once, the
+    weights download as a progress bar, and a heartbeat while a step runs quietly."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+        self.task: str | None = None
+        self.task_started = self.started
+        self.last_output = self.started
+        self.progress = ProgressRenderer(stream)
+        self._lock = threading.Lock()
+
+    def _elapsed(self) -> str:
+        return human_duration(time.monotonic() - self.started).rjust(6)
+
+    def _write(self, text: str) -> None:
+        self.progress.close()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self.last_output = time.monotonic()
+
+    def handle(self, event: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._handle(event)
+
+    def _handle(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("event")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_task_start":
+            now = time.monotonic()
+            if self.task is not None and now - self.task_started >= 10:
+                self._write(
+                    f"{self._elapsed()}    ({self.task} took {human_duration(now - self.task_started)})"
+                )
+            self.task = str(data.get("task") or data.get("name") or "?")
+            self.task_started = now
+            self._write(f"{self._elapsed()}  {self.task}")
+        elif kind == "playbook_on_play_start":
+            self._write(f"{self._elapsed()}  == {data.get('play') or data.get('name') or 'play'} ==")
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            result = data.get("res") or {}
+            message = str(
+                result.get("msg") or result.get("stderr") or result.get("reason") or "failed"
+            ).strip()
+            what = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
+            self._write(f"{self._elapsed()}  {what} {data.get('host', '?')}: {message.splitlines()[0][:300]}")
+        elif kind == "runner_retry":
+            self.last_output = time.monotonic()
+        for line in str(event.get("stdout") or "").splitlines():
+            parsed = parse_line(line)
+            if parsed is not None:
+                self.progress.update(*parsed)
+                self.last_output = time.monotonic()
+
+    def heartbeat(self) -> None:
+        """Say which step still runs when nothing was printed for a while (a health wait, a long install)."""
+        with self._lock:
+            now = time.monotonic()
+            if self.task is not None and now - self.last_output >= HEARTBEAT_S:
+                self._write(
+                    f"{self._elapsed()}    ... still in {self.task!r} "
+                    f"({human_duration(now - self.task_started)})"
+                )
+
+    def close(self) -> None:
+        self.progress.close()
+
+
+def summary_text(outcome: RunOutcome) -> str:
+    entry = outcome.entry
+    if entry.status == "unchanged":
+        release = entry.release.describe() if entry.release else "?"
+        return f"{outcome.command}: nothing to do, the current release is already {release}"
+    lines = [
+        f"{outcome.command} {entry.status} in {human_duration(entry.duration_s)} (run {entry.run_id})",
+    ]
+    for host, stats in entry.hosts.items():
+        lines.append(
+            f"  {host}: ok={stats.get('ok', 0)} changed={stats.get('changed', 0)} "
+            f"failed={stats.get('failures', 0)} unreachable={stats.get('unreachable', 0)}"
+        )
+    if entry.release is not None:
+        lines.append(f"  release {entry.release.release_id}: {entry.release.describe()}")
+    if entry.artifact_dir:
+        lines.append(f"  output: {entry.artifact_dir}/stdout")
+    return "\n".join(lines)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    command: str = args.command_name
+    display = RunDisplay(sys.stderr)
+    try:
+        deployment = _deployment(args)
+        if command == "deploy":
+            handle = deployment.start(
+                command, if_changed=args.if_changed, limit=args.limit, on_event=display.handle
+            )
+        else:
+            handle = deployment.start(command, limit=args.limit, on_event=display.handle)
+        try:
+            while True:
+                try:
+                    outcome = handle.wait(timeout=1.0)
+                    break
+                except TimeoutError:
+                    display.heartbeat()
+        except KeyboardInterrupt:
+            print(
+                f"\nglm-deploy {command}: cancelling (the hosts may be left half-converged)...",
+                file=sys.stderr,
+            )
+            handle.cancel()
+            outcome = handle.wait()
+    except GlmDeployError as error:
+        display.close()
+        return _fail(args, command, error)
+    display.close()
+    if args.json:
+        print(json.dumps(outcome.to_dict(), indent=2))
+    else:
+        print(summary_text(outcome))
+    return 0
+
+
+def show_status(args: argparse.Namespace) -> int:
+    try:
+        status = _deployment(args).status()
+    except GlmDeployError as error:
+        return _fail(args, "status", error)
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+        return 0
+    lines = [f"inventory {status.inventory} (state in {status.state_dir})"]
+    if status.current_release is not None:
+        lines.append(
+            f"current release {status.current_release.release_id} since {status.current_since}: "
+            f"{status.current_release.describe()}"
+        )
+    else:
+        lines.append("current release: none recorded (no successful deploy from this controller yet)")
+    if status.lock_holder:
+        lines.append(f"running now: {describe_holder(status.lock_holder)}")
+    if not status.hosts:
+        lines.append("no hosts in group glm_servers")
+    for host in status.hosts:
+        last = (
+            f"last {host.last_command} {host.last_status} at {host.last_finished_at} (run {host.last_run_id})"
+            if host.last_command
+            else "no run recorded"
+        )
+        release = f"; serves {host.release.release_id}" if host.release else ""
+        lines.append(f"  {host.host} ({host.address}): {last}{release}")
+    print("\n".join(lines))
+    return 0
+
+
+def history_line(entry: HistoryEntry) -> str:
+    release = entry.release.release_id if entry.release else "-"
+    line = (
+        f"{entry.finished_at}  {entry.command:<9} {entry.status:<10} {entry.run_id:<16} "
+        f"{human_duration(entry.duration_s):>6}  release {release}  hosts {','.join(entry.hosts) or '-'}"
+    )
+    if entry.failures:
+        first = entry.failures[0]
+        line += f"\n    failed: {first.get('host')}: {first.get('task')}: {first.get('message', '')[:200]}"
+    elif entry.error:
+        line += f"\n    error: {entry.error.splitlines()[0][:200]}"
+    return line
+
+
+def show_history(args: argparse.Namespace) -> int:
+    if args.last < 0:
+        return _fail(args, "history", InputError(f"--last must be 0 or more, got {args.last}"))
+    try:
+        entries = _deployment(args).history()
+    except GlmDeployError as error:
+        return _fail(args, "history", error)
+    if args.last:
+        entries = entries[-args.last :]
+    if args.json:
+        print(json.dumps([entry.to_dict() for entry in entries], indent=2))
+    elif not entries:
+        print("no runs recorded yet")
+    else:
+        print("\n".join(history_line(entry) for entry in entries))
+    return 0

@@ -1,0 +1,705 @@
+"""`Deployment`: the Python API for a deployment (plan, deploy, verify, benchmark, status, history).
+
+    from glm_deploy.deployment import Deployment
+
+    deployment = Deployment("inventories/sandbox")
+    print(deployment.plan().served_model_name)
+    handle = deployment.start("deploy", on_event=print_event)  # runs in a thread
+    for event in handle.events():  # the same events, as an iterator
+        ...
+    outcome = handle.wait()  # raises RunError, RunCancelled or LockHeldError
+    print(deployment.status().current_release)
+
+`deploy()`, `verify()` and `benchmark()` are `start(...).wait()`. Every run takes the controller lock
+(two runs against one state directory never overlap), keeps ansible-runner's artifacts under its run id, and
+appends one entry to the history (`<state_dir>/history.jsonl`), success or not; secrets never reach the
+history or the artifacts.
+
+The state directory is `$GLM_DEPLOY_STATE`, else `.cache/glm-deploy/` in the project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import getpass
+import os
+import queue
+import secrets as secrets_module
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glm_deploy import paths
+from glm_deploy.catalog import Catalog, load_catalog
+from glm_deploy.errors import GlmDeployError, InputError, RunCancelled, RunError
+from glm_deploy.history import HistoryEntry, HistoryStore, Release, redact
+from glm_deploy.inventory import InventoryView, read_inventory, resolve_inventory
+from glm_deploy.lock import ControllerLock, current_holder
+from glm_deploy.render import Plan, PlanOptions, render_plan
+from glm_deploy.runner import PlaybookRunner, RunResult
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+# The playbook each command runs (paths relative to the project directory).
+DEFAULT_PLAYBOOKS: dict[str, str] = {
+    "deploy": "playbooks/site.yml",
+    "verify": "playbooks/verify.yml",
+    "benchmark": "playbooks/benchmark.yml",
+}
+
+# Host facts a role may set to tell the controller what it actually installed (e.g. the commit a branch
+# resolved to, the image digest pulled, the venv lock hash); the controller records them per host in the
+# history.
+RELEASE_FACT = "glm_release"
+
+
+def default_state_dir() -> Path:
+    """`$GLM_DEPLOY_STATE`, else `.cache/glm-deploy` in the project."""
+    override = os.environ.get("GLM_DEPLOY_STATE")
+    if override:
+        return Path(override).expanduser().resolve()
+    return paths.project_root() / ".cache" / "glm-deploy"
+
+
+def api_key_file() -> Path:
+    """The controller's copy of the endpoint API key: `$GLM_API_KEY_FILE`, else `.cache/secrets/api_key`."""
+    override = os.environ.get("GLM_API_KEY_FILE")
+    if override:
+        return Path(override).expanduser().resolve()
+    return paths.project_root() / ".cache" / "secrets" / "api_key"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def controller_secrets(*, create_api_key: bool = False) -> dict[str, str]:
+    """The secrets a play needs, from the controller: `glm_api_key` (GLM_API_KEY, else the key file; created
+    with a random key when `create_api_key` and neither exists) and `glm_hf_token` (HF_TOKEN, when set)."""
+    found: dict[str, str] = {}
+    key = os.environ.get("GLM_API_KEY", "").strip()
+    key_path = api_key_file()
+    if not key and key_path.is_file():
+        key = key_path.read_text(encoding="utf-8").strip()
+    if not key and create_api_key:
+        key = secrets_module.token_urlsafe(32)
+        _write_private(key_path, key + "\n")
+    if key:
+        found["glm_api_key"] = key
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if token:
+        found["glm_hf_token"] = token
+    return found
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _controller() -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {"hostname": socket.gethostname(), "user": user, "pid": os.getpid()}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished command did: its history entry, and the ansible-runner result when a playbook ran."""
+
+    command: str
+    entry: HistoryEntry
+    result: RunResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.entry.ok
+
+    @property
+    def changed(self) -> bool:
+        """False for `deploy(if_changed=True)` when the resolved release was already deployed."""
+        return self.entry.status != "unchanged"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "ok": self.ok, **self.entry.to_dict()}
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """The controller's last word about one host."""
+
+    host: str
+    address: str
+    last_command: str | None = None
+    last_status: str | None = None
+    last_run_id: str | None = None
+    last_finished_at: str | None = None
+    release: Release | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["release"] = self.release.to_dict() if self.release else None
+        return data
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    """What the controller knows: the current release (the last successful deploy), each host's last run, the
+    lock."""
+
+    inventory: str
+    state_dir: str
+    current_release: Release | None
+    current_since: str | None
+    last_run: HistoryEntry | None
+    hosts: list[HostStatus] = field(default_factory=list)
+    lock_holder: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inventory": self.inventory,
+            "state_dir": self.state_dir,
+            "current_release": self.current_release.to_dict() if self.current_release else None,
+            "current_since": self.current_since,
+            "last_run": self.last_run.to_dict() if self.last_run else None,
+            "hosts": [host.to_dict() for host in self.hosts],
+            "lock_holder": self.lock_holder,
+        }
+
+
+_DONE = object()
+
+
+class RunHandle:
+    """A command running in a background thread: iterate `events()`, `cancel()` it, `wait()` for its
+    outcome."""
+
+    def __init__(self, command: str, target: Callable[[EventHandler, threading.Event], RunOutcome]) -> None:
+        self.command = command
+        self._cancel = threading.Event()
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._outcome: RunOutcome | None = None
+        self._error: BaseException | None = None
+        # Waiting on an Event rather than Thread.join: a KeyboardInterrupt during join() can leave the thread
+        # looking finished while it still runs (CPython's tstate lock), and Ctrl-C is how people cancel.
+        self._finished = threading.Event()
+
+        def body() -> None:
+            try:
+                self._outcome = target(self._queue.put, self._cancel)
+            except BaseException as error:
+                self._error = error
+            finally:
+                self._finished.set()
+                self._queue.put(_DONE)
+
+        self._thread = threading.Thread(target=body, name=f"glm-deploy-{command}", daemon=True)
+        self._thread.start()
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """ansible-runner's events as they happen, ending when the run ends. One consumer only."""
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, dict):
+                yield item
+
+    def cancel(self) -> None:
+        """Ask the run to stop; ansible-runner ends the playbook, and `wait()` raises `RunCancelled`."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> RunOutcome:
+        """The outcome; raises what the run raised. `TimeoutError` when still running after `timeout`
+        seconds."""
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"glm-deploy {self.command} still runs after {timeout}s")
+        if self._error is not None:
+            raise self._error
+        if self._outcome is None:
+            raise RuntimeError(f"glm-deploy {self.command} ended without an outcome")
+        return self._outcome
+
+
+class Deployment:
+    """One deployment described by an inventory (hosts in group `glm_servers`; `glm_model`, `glm_engine`,
+    `glm_hardware`, `glm_nodes`, `glm_options` in its variables).
+
+    `model`, `engine`, `hardware`, `nodes` and `options` override the inventory (they reach the playbooks as
+    extra variables, which win over inventory variables). `secrets` maps play variables to secret values
+    (`glm_api_key`, `glm_hf_token`); by default they come from the controller (see `controller_secrets`).
+    `playbooks` maps a command to the playbook it runs, for projects (and tests) with playbooks of their own.
+    """
+
+    def __init__(
+        self,
+        inventory: str | Path,
+        *,
+        state_dir: str | Path | None = None,
+        model: str | None = None,
+        engine: str | None = None,
+        hardware: str | None = None,
+        nodes: int | None = None,
+        options: PlanOptions | Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        project_dir: str | Path | None = None,
+        playbooks: Mapping[str, str | Path] | None = None,
+        keep_runs: int = 20,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.project_dir = Path(project_dir) if project_dir else paths.project_root()
+        self.inventory = resolve_inventory(inventory, self.project_dir)
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.model = model
+        self.engine = engine
+        self.hardware = hardware
+        self.nodes = nodes
+        self.options = options
+        self._secrets = dict(secrets) if secrets is not None else None
+        unknown = set(playbooks or {}) - set(DEFAULT_PLAYBOOKS)
+        if unknown:
+            raise InputError(
+                f"playbooks given for unknown commands {sorted(unknown)}",
+                hint=f"commands with playbooks: {', '.join(DEFAULT_PLAYBOOKS)}",
+            )
+        self.playbooks: dict[str, str | Path] = {**DEFAULT_PLAYBOOKS, **dict(playbooks or {})}
+        self._runner = PlaybookRunner(
+            state_dir=self.state_dir, project_dir=self.project_dir, keep_runs=keep_runs
+        )
+        self._history = HistoryStore(self.state_dir)
+        self._catalog = catalog
+        self._view: InventoryView | None = None
+
+    # -- what the inventory says
+    # ---------------------------------------------------------------------------------
+
+    def inventory_view(self, *, refresh: bool = False) -> InventoryView:
+        """The inventory's hosts and variables (read once, then cached; `refresh` reads again)."""
+        if self._view is None or refresh:
+            self._view = read_inventory(self.inventory, project_dir=self.project_dir)
+        return self._view
+
+    def _options_mapping(self, inventory_options: Any) -> dict[str, Any]:
+        if inventory_options is not None and not isinstance(inventory_options, Mapping):
+            raise InputError(
+                f"glm_options in {self.inventory} must be a mapping, got {inventory_options!r}",
+                hint="e.g. glm_options: {max_model_len: 32768}",
+            )
+        merged = dict(inventory_options or {})
+        if isinstance(self.options, PlanOptions):
+            defaults = PlanOptions()
+            for option in dataclasses.fields(PlanOptions):
+                value = getattr(self.options, option.name)
+                if value != getattr(defaults, option.name):
+                    merged[option.name] = list(value) if isinstance(value, tuple) else value
+        elif self.options is not None:
+            merged.update(self.options)
+        return merged
+
+    def settings(self) -> dict[str, Any]:
+        """model, engine, hardware, nodes and options: the explicit ones, else the inventory's."""
+        needs_inventory = None in (self.model, self.engine, self.hardware) or not isinstance(
+            self.options, PlanOptions
+        )
+        variables = self.inventory_view().vars_for() if needs_inventory else {}
+        chosen: dict[str, Any] = {
+            "model": self.model or variables.get("glm_model"),
+            "engine": self.engine or variables.get("glm_engine"),
+            "hardware": self.hardware or variables.get("glm_hardware"),
+            "nodes": self.nodes if self.nodes is not None else variables.get("glm_nodes"),
+            "options": self._options_mapping(variables.get("glm_options")),
+        }
+        for name in ("model", "engine", "hardware"):
+            if not chosen[name]:
+                raise InputError(
+                    f"no {name} chosen: inventory {self.inventory} sets no glm_{name} for group glm_servers",
+                    hint=f"set glm_{name} in the inventory's group_vars, or pass {name}= (--{name})",
+                )
+        if chosen["nodes"] is not None:
+            try:
+                chosen["nodes"] = int(chosen["nodes"])
+            except (TypeError, ValueError):
+                raise InputError(f"glm_nodes must be an integer, got {chosen['nodes']!r}") from None
+        return chosen
+
+    def plan(self) -> Plan:
+        """The rendered plan (no I/O beyond reading the inventory and the catalog)."""
+        chosen = self.settings()
+        if self._catalog is None:
+            self._catalog = load_catalog()
+        return render_plan(
+            self._catalog,
+            model=chosen["model"],
+            engine=chosen["engine"],
+            hardware=chosen["hardware"],
+            nodes=chosen["nodes"],
+            options=PlanOptions.from_mapping(chosen["options"]),
+        )
+
+    def hf_endpoint(self) -> str | None:
+        """The Hub the hosts download from: the inventory's glm_hf_endpoint, else $HF_ENDPOINT."""
+        configured = self.inventory_view().vars_for().get("glm_hf_endpoint")
+        return str(configured) if configured else os.environ.get("HF_ENDPOINT") or None
+
+    def resolve_release(self, plan: Plan | None = None) -> Release:
+        """The release the inventory asks for, with the model branch resolved to a commit on the Hub."""
+        plan = plan or self.plan()
+        commit = resolve_model_commit(
+            plan, endpoint=self.hf_endpoint(), token=self.secrets().get("glm_hf_token")
+        )
+        return Release.from_plan(plan, model_commit=commit)
+
+    def secrets(self, *, create_api_key: bool = False) -> dict[str, str]:
+        if self._secrets is not None:
+            return dict(self._secrets)
+        return controller_secrets(create_api_key=create_api_key)
+
+    # -- what the controller remembers
+    # ---------------------------------------------------------------------------
+
+    def history(self) -> list[HistoryEntry]:
+        """Every run recorded for this state directory, oldest first."""
+        return self._history.entries()
+
+    def current_release(self) -> Release | None:
+        """The release of the last successful (or unchanged) deploy."""
+        for entry in reversed(self.history()):
+            if entry.command == "deploy" and entry.ok and entry.release is not None:
+                return entry.release
+        return None
+
+    def status(self) -> DeploymentStatus:
+        """The current release, each host's last run and release, and who holds the lock (no host is
+        contacted)."""
+        entries = self.history()
+        current: HistoryEntry | None = None
+        for entry in reversed(entries):
+            if entry.command == "deploy" and entry.ok and entry.release is not None:
+                current = entry
+                break
+        view = self.inventory_view()
+        hosts: list[HostStatus] = []
+        for host in view.hosts:
+            last = next((entry for entry in reversed(entries) if host in entry.hosts), None)
+            deployed = next(
+                (
+                    e
+                    for e in reversed(entries)
+                    if e.command == "deploy" and e.ok and host in e.hosts and e.release
+                ),
+                None,
+            )
+            release = None
+            if deployed is not None:
+                reported = deployed.host_releases.get(host)
+                release = (
+                    Release.from_dict({**deployed.release.to_dict(), **reported})
+                    if (reported and deployed.release)
+                    else deployed.release
+                )
+            hosts.append(
+                HostStatus(
+                    host=host,
+                    address=view.address(host),
+                    last_command=last.command if last else None,
+                    last_status=last.status if last else None,
+                    last_run_id=last.run_id if last else None,
+                    last_finished_at=last.finished_at if last else None,
+                    release=release,
+                )
+            )
+        return DeploymentStatus(
+            inventory=str(self.inventory),
+            state_dir=str(self.state_dir),
+            current_release=current.release if current else None,
+            current_since=current.finished_at if current else None,
+            last_run=entries[-1] if entries else None,
+            hosts=hosts,
+            lock_holder=current_holder(self.state_dir),
+        )
+
+    # -- runs
+    # ----------------------------------------------------------------------------------------------------
+
+    def deploy(
+        self, *, if_changed: bool = False, limit: str | None = None, on_event: EventHandler | None = None
+    ) -> RunOutcome:
+        """Converge the hosts to the plan (playbooks/site.yml). With `if_changed`, first resolve the release
+        (model branch -> commit on the Hub) and do nothing when it equals the current one."""
+        return self.start("deploy", if_changed=if_changed, limit=limit, on_event=on_event).wait()
+
+    def verify(self, *, limit: str | None = None, on_event: EventHandler | None = None) -> RunOutcome:
+        """Check the endpoint (playbooks/verify.yml)."""
+        return self.start("verify", limit=limit, on_event=on_event).wait()
+
+    def benchmark(self, *, limit: str | None = None, on_event: EventHandler | None = None) -> RunOutcome:
+        """Measure the endpoint (playbooks/benchmark.yml)."""
+        return self.start("benchmark", limit=limit, on_event=on_event).wait()
+
+    def start(
+        self,
+        command: str,
+        *,
+        if_changed: bool = False,
+        limit: str | None = None,
+        on_event: EventHandler | None = None,
+    ) -> RunHandle:
+        """Start `command` (deploy, verify or benchmark) in a thread and return its handle.
+
+        Input errors (no model chosen, impossible plan) and a held lock are raised here, before the thread
+        starts.
+        """
+        if command not in self.playbooks:
+            raise InputError(f"unknown command {command!r}", hint=f"one of {', '.join(self.playbooks)}")
+        if if_changed and command != "deploy":
+            raise InputError(f"if_changed applies to deploy, not {command}")
+        plan = self.plan()
+        lock = ControllerLock(self.state_dir, command=f"glm-deploy {command} -i {self.inventory}")
+        lock.acquire()
+        try:
+            run_secrets = self.secrets(create_api_key=command == "deploy")
+            extravars = self._extravars()
+        except BaseException:
+            lock.release()
+            raise
+
+        def target(emit: EventHandler, cancel: threading.Event) -> RunOutcome:
+            def forward(event: dict[str, Any]) -> None:
+                if on_event is not None:
+                    on_event(event)
+                emit(event)
+
+            try:
+                return self._execute(
+                    command,
+                    plan=plan,
+                    extravars=extravars,
+                    run_secrets=run_secrets,
+                    if_changed=if_changed,
+                    limit=limit,
+                    on_event=forward,
+                    cancel=cancel,
+                )
+            finally:
+                lock.release()
+
+        return RunHandle(command, target)
+
+    def _extravars(self) -> dict[str, Any]:
+        """The explicit choices, as extra variables (they win over the inventory's)."""
+        extravars: dict[str, Any] = {}
+        for name in ("model", "engine", "hardware", "nodes"):
+            value = getattr(self, name)
+            if value is not None:
+                extravars[f"glm_{name}"] = value
+        if self.options is not None:
+            extravars["glm_options"] = self._options_mapping(
+                self.inventory_view().vars_for().get("glm_options")
+            )
+        return extravars
+
+    def _execute(
+        self,
+        command: str,
+        *,
+        plan: Plan,
+        extravars: dict[str, Any],
+        run_secrets: dict[str, str],
+        if_changed: bool,
+        limit: str | None,
+        on_event: EventHandler,
+        cancel: threading.Event,
+    ) -> RunOutcome:
+        started_at, started = _now(), time.monotonic()
+        release = Release.from_plan(plan)
+        if command == "deploy":
+            endpoint = self.hf_endpoint()
+            if if_changed:
+                # The scheduled path: the comparison is the point, so failing to resolve is an error.
+                try:
+                    commit = resolve_model_commit(
+                        plan, endpoint=endpoint, token=run_secrets.get("glm_hf_token")
+                    )
+                except GlmDeployError as error:
+                    # A scheduled check that cannot resolve must leave a trace where people look.
+                    self._history.append(
+                        HistoryEntry(
+                            run_id=f"error-{secrets_module.token_hex(4)}",
+                            command=command,
+                            inventory=str(self.inventory),
+                            status="error",
+                            started_at=started_at,
+                            finished_at=_now(),
+                            duration_s=round(time.monotonic() - started, 3),
+                            release=release,
+                            error=str(error),
+                            controller=_controller(),
+                        ),
+                        secrets=run_secrets.values(),
+                    )
+                    raise
+                release = Release.from_plan(plan, model_commit=commit)
+                current = self.current_release()
+                if release.same_as(current):
+                    entry = HistoryEntry(
+                        run_id=f"unchanged-{secrets_module.token_hex(4)}",
+                        command=command,
+                        inventory=str(self.inventory),
+                        status="unchanged",
+                        started_at=started_at,
+                        finished_at=_now(),
+                        duration_s=round(time.monotonic() - started, 3),
+                        release=release,
+                        controller=_controller(),
+                    )
+                    entry = self._history.append(entry, secrets=run_secrets.values())
+                    return RunOutcome(command=command, entry=entry)
+            elif endpoint and not plan.revision_pinned:
+                # Best effort: the weights role resolves the branch itself; this only labels the release.
+                with contextlib.suppress(GlmDeployError):
+                    release = Release.from_plan(
+                        plan,
+                        model_commit=resolve_model_commit(
+                            plan, endpoint=endpoint, token=run_secrets.get("glm_hf_token"), timeout_s=10
+                        ),
+                    )
+
+        host_releases: dict[str, dict[str, Any]] = {}
+
+        def collect(event: dict[str, Any]) -> None:
+            data = event.get("event_data") or {}
+            if event.get("event") == "runner_on_ok":
+                facts = (data.get("res") or {}).get("ansible_facts") or {}
+                reported = facts.get(RELEASE_FACT)
+                if isinstance(reported, Mapping):
+                    host_releases[str(data.get("host"))] = dict(reported)
+            on_event(event)
+
+        result: RunResult | None = None
+        failure: BaseException | None = None
+        try:
+            playbook = Path(self.playbooks[command])
+            result = self._runner.run(
+                playbook if playbook.is_absolute() else self.project_dir / playbook,
+                inventory=self.inventory,
+                extravars=extravars,
+                secrets=run_secrets,
+                limit=limit,
+                event_handler=collect,
+                cancel=cancel,
+                raise_on_failure=False,
+            )
+        except BaseException as error:
+            failure = error
+
+        if command == "deploy" and host_releases:
+            first = next(iter(host_releases.values()))
+            reported_commit = first.get("model_commit")
+            if isinstance(reported_commit, str) and reported_commit and release.model_commit is None:
+                release = dataclasses.replace(release, model_commit=reported_commit)
+        status = result.status if result is not None else ("canceled" if cancel.is_set() else "error")
+        entry = HistoryEntry(
+            run_id=result.run_id if result else f"error-{secrets_module.token_hex(4)}",
+            command=command,
+            inventory=str(self.inventory),
+            status=status,
+            started_at=started_at,
+            finished_at=_now(),
+            duration_s=round(time.monotonic() - started, 3),
+            rc=result.rc if result else None,
+            hosts={host: dataclasses.asdict(stats) for host, stats in result.hosts.items()} if result else {},
+            failures=[dataclasses.asdict(item) for item in result.failures] if result else [],
+            release=release,
+            host_releases=host_releases,
+            artifact_dir=str(result.artifact_dir) if result else None,
+            error=str(failure) if failure is not None else None,
+            controller=_controller(),
+        )
+        # The caller gets the entry as recorded: what it prints (--json) is as free of secrets as the file.
+        entry = self._history.append(entry, secrets=run_secrets.values())
+        if failure is not None:
+            raise failure
+        if result is None:
+            raise RuntimeError(f"glm-deploy {command} ended without a result")
+        if result.status == "canceled":
+            raise RunCancelled(
+                f"glm-deploy {command} (run {result.run_id}) was cancelled; hosts may be half-converged",
+                hint=f"run glm-deploy {command} again to finish; the output so far is in "
+                f"{result.artifact_dir}/stdout",
+                artifact_dir=str(result.artifact_dir),
+            )
+        if not result.ok:
+            raise _failed(command, result, run_secrets)
+        return RunOutcome(command=command, entry=entry, result=result)
+
+
+def _failed(command: str, result: RunResult, run_secrets: Mapping[str, str]) -> RunError:
+    hint = (
+        f"the run's output is in {result.artifact_dir}/stdout; fix the cause and run glm-deploy {command} "
+        "again (finished steps are not redone)"
+    )
+    if result.failures:
+        first = result.failures[0]
+        others = len({failure.host for failure in result.failures} - {first.host})
+        message = redact(first.message, run_secrets.values())
+        if others:
+            message += f" (and failures on {others} more host(s): see `glm-deploy history --json`)"
+        return RunError(
+            message, host=first.host, step=first.task, hint=hint, artifact_dir=str(result.artifact_dir)
+        )
+    unreachable = sorted(host for host, stats in result.hosts.items() if stats.unreachable)
+    message = f"{Path(result.playbook).name} ended with status {result.status} (rc {result.rc})"
+    if unreachable:
+        message += f"; unreachable: {', '.join(unreachable)}"
+    return RunError(message, hint=hint, artifact_dir=str(result.artifact_dir))
+
+
+def resolve_model_commit(
+    plan: Plan, *, endpoint: str | None, token: str | None = None, timeout_s: float = 30.0
+) -> str:
+    """The commit `plan.model_revision` names on the Hub at `endpoint` (a pinned revision is its own
+    commit)."""
+    if plan.revision_pinned:
+        return plan.model_revision
+    # Imported here: huggingface_hub is slow to import and only this path needs it.
+    from huggingface_hub import HfApi  # noqa: PLC0415
+    from huggingface_hub.errors import HfHubHTTPError  # noqa: PLC0415
+
+    where = endpoint or "https://huggingface.co"
+    try:
+        info = HfApi(endpoint=endpoint, token=token or False).model_info(
+            plan.model_repo, revision=plan.model_revision, timeout=timeout_s
+        )
+    except HfHubHTTPError as error:
+        raise GlmDeployError(
+            f"could not resolve {plan.model_repo}@{plan.model_revision} on {where}: {error}",
+            hint="check the repository and branch exist there (glm_hf_endpoint / HF_ENDPOINT) and that "
+            "HF_TOKEN is set for gated repositories",
+        ) from None
+    except Exception as error:
+        raise GlmDeployError(
+            f"could not reach the Hub at {where} to resolve {plan.model_repo}@{plan.model_revision}: {error}",
+            hint="check glm_hf_endpoint / HF_ENDPOINT and the network",
+        ) from None
+    if not info.sha:
+        raise GlmDeployError(
+            f"the Hub at {where} returned no commit for {plan.model_repo}@{plan.model_revision}"
+        )
+    return str(info.sha)
