@@ -16,12 +16,7 @@ def systemd_escape_word(word: object) -> str:
     escaped = text.replace("%", "%%").replace("$", "$$")
     if escaped and not (set(escaped) & _NEEDS_QUOTES):
         return escaped
-    inner = (
-        escaped.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\t", "\\t")
-    )
+    inner = escaped.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
     return f'"{inner}"'
 
 

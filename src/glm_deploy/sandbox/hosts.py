@@ -60,6 +60,9 @@ RUN_OPTIONS = (
     "nofile=1024:1024",
     "--ulimit",
     "nproc=1000:1000",
+    # vLLM's CPU workers share tensors through /dev/shm (about 160 MiB for the tiny model); podman's default
+    # 64 MiB leaves the engine unable to start.
+    "--shm-size=1g",
 )
 SSH_OPTIONS = (
     "-o",
