@@ -29,3 +29,8 @@ timed "site.yml" ansible-playbook site.yml -i sandbox
 log "benchmark"
 timed "benchmark" ansible-playbook playbooks/benchmark.yml -i sandbox
 glm-deploy sandbox status
+
+# What a person needs next: the endpoint, where its key is, a request to paste, and the benchmark's figures.
+log "your endpoint"
+glm-deploy client-env --for openai --json | "$GLM_VENV/bin/python" scripts/endpoint_summary.py
+cat "$GLM_ROOT/.cache/sandbox-timings.txt"

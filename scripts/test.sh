@@ -16,7 +16,7 @@ export PATH="$GLM_VENV/bin:$PATH"
 export ANSIBLE_HOME="$GLM_ROOT/.ansible"
 
 log "ruff"
-ruff check src tests collection/plugins
+ruff check src tests collection/plugins scripts inventories/sandbox
 log "mypy --strict src/"
 mypy
 log "yamllint"
