@@ -130,6 +130,45 @@ class HardwareEngineFlags:
     source: str
 
 
+# Metrics a published reference may carry: the keys of `vllm bench serve`'s result JSON, so the benchmark role
+# can put a run beside its reference key by key.
+BENCHMARK_METRICS = (
+    "output_throughput",
+    "total_token_throughput",
+    "request_throughput",
+    *(f"{stat}_{metric}_ms" for metric in ("ttft", "tpot", "itl", "e2el") for stat in ("mean", "median", "p99")),
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkReference:
+    """A published result of the hardware's workload for one model, engine and speculative setting."""
+
+    model: str
+    engine: str
+    speculative: bool
+    metrics: dict[str, float]
+    source: str
+
+
+@dataclass(frozen=True)
+class BenchmarkProfile:
+    """The workload `vllm bench serve` runs on this hardware, with the published results of that shape."""
+
+    input_len: int
+    output_len: int
+    num_prompts: int
+    max_concurrency: int
+    references: tuple[BenchmarkReference, ...]
+    source: str
+
+    def reference_for(self, model: str, engine: str, speculative: bool) -> BenchmarkReference | None:
+        for reference in self.references:
+            if (reference.model, reference.engine, reference.speculative) == (model, engine, speculative):
+                return reference
+        return None
+
+
 @dataclass(frozen=True)
 class HardwareSpec:
     name: str
@@ -146,6 +185,7 @@ class HardwareSpec:
     lambda_instance_types: tuple[str, ...]
     load_bytes_per_s: int
     engine_flags: dict[str, HardwareEngineFlags]
+    benchmark: BenchmarkProfile
     source: str
 
 
@@ -491,6 +531,65 @@ def _engine(name: str, reader: _Reader) -> EngineSpec:
     )
 
 
+def _positive(reader: _Reader, key: str) -> int:
+    value = reader.integer(key)
+    if value <= 0:
+        raise CatalogError(f"catalog entry {reader.where}.{key} must be a positive integer, got {value}")
+    return value
+
+
+def _benchmark_reference(reader: _Reader) -> BenchmarkReference:
+    known = ("model", "engine", "speculative", "source")
+    metrics: dict[str, float] = {}
+    for key in reader.data:
+        if key in known:
+            continue
+        if key not in BENCHMARK_METRICS:
+            raise CatalogError(
+                f"catalog entry {reader.where} has {key!r}, which is not a key of vLLM's benchmark result; "
+                f"known: {', '.join(BENCHMARK_METRICS)}"
+            )
+        value = reader.opt_float(key)
+        if value is None or value <= 0:
+            raise CatalogError(f"catalog entry {reader.where}.{key} must be a positive number, got {value!r}")
+        metrics[key] = value
+    if not metrics:
+        raise CatalogError(f"catalog entry {reader.where} names no metric; known: {', '.join(BENCHMARK_METRICS)}")
+    return BenchmarkReference(
+        model=reader.text("model"),
+        engine=reader.text("engine"),
+        speculative=reader.boolean("speculative"),
+        metrics=metrics,
+        source=reader.text("source"),
+    )
+
+
+def _benchmark(reader: _Reader) -> BenchmarkProfile:
+    profile = BenchmarkProfile(
+        input_len=_positive(reader, "input_len"),
+        output_len=_positive(reader, "output_len"),
+        num_prompts=_positive(reader, "num_prompts"),
+        max_concurrency=_positive(reader, "max_concurrency"),
+        references=tuple(_benchmark_reference(entry) for entry in reader.entries("references")),
+        source=reader.text("source"),
+    )
+    if profile.max_concurrency > profile.num_prompts:
+        raise CatalogError(
+            f"catalog entry {reader.where}: max_concurrency {profile.max_concurrency} exceeds num_prompts "
+            f"{profile.num_prompts}, so the run never reaches that concurrency"
+        )
+    seen: set[tuple[str, str, bool]] = set()
+    for index, reference in enumerate(profile.references):
+        key = (reference.model, reference.engine, reference.speculative)
+        if key in seen:
+            raise CatalogError(
+                f"catalog entry {reader.where}.references[{index}] repeats model {reference.model}, engine "
+                f"{reference.engine}, speculative {reference.speculative}: keep one"
+            )
+        seen.add(key)
+    return profile
+
+
 def _hardware(name: str, reader: _Reader) -> HardwareSpec:
     vendor = reader.text("vendor")
     if vendor not in VENDORS:
@@ -536,6 +635,7 @@ def _hardware(name: str, reader: _Reader) -> HardwareSpec:
         lambda_instance_types=reader.str_list("lambda_instance_types"),
         load_bytes_per_s=reader.integer("load_bytes_per_s"),
         engine_flags=engine_flags,
+        benchmark=_benchmark(reader.sub("benchmark")),
         source=reader.text("source"),
     )
 
@@ -679,6 +779,12 @@ def _check_references(catalog: Catalog) -> None:
         for engine_name in spec.engine_flags:
             if engine_name not in engines:
                 raise CatalogError(f"catalog entry hardware.{spec.name}.engine_flags names unknown engine")
+        for index, reference in enumerate(spec.benchmark.references):
+            where = f"hardware.{spec.name}.benchmark.references[{index}]"
+            if reference.model not in models:
+                raise CatalogError(f"catalog entry {where} names unknown model {reference.model!r}")
+            if reference.engine not in engines:
+                raise CatalogError(f"catalog entry {where} names unknown engine {reference.engine!r}")
 
 
 def _read_yaml(directory: Path | None, filename: str) -> dict[str, Any]:

@@ -210,6 +210,9 @@ class Plan:
     start_timeout_s: int
     disk_bytes: int
     sampling: dict[str, Any]
+    # The workload for `vllm bench serve` (glm.deploy.benchmark): input_len, output_len, num_prompts,
+    # max_concurrency, and `reference` + `reference_source` only where a result of that shape is published.
+    benchmark: dict[str, Any]
     explanations: list[Explanation]
     warnings: list[str]
 
@@ -1109,6 +1112,9 @@ def render_plan(
         start_timeout_s=renderer.start_timeout_s(node_count),
         disk_bytes=model_spec.disk_bytes,
         sampling=dict(model_spec.sampling),
+        benchmark=_benchmark(
+            hardware_spec, model_spec.name, engine_spec.name, speculative is not None, node_count
+        ),
         explanations=[
             Explanation(flag=flag, why=why)
             for flag, why in renderer.explanations.items()
@@ -1116,6 +1122,24 @@ def render_plan(
         ],
         warnings=renderer.warnings,
     )
+
+
+def _benchmark(hardware: HardwareSpec, model: str, engine: str, speculative: bool, nodes: int) -> dict[str, Any]:
+    profile = hardware.benchmark
+    benchmark: dict[str, Any] = {
+        "input_len": profile.input_len,
+        "output_len": profile.output_len,
+        "num_prompts": profile.num_prompts,
+        "max_concurrency": profile.max_concurrency,
+        "source": profile.source,
+    }
+    # Published points were measured on one node with a given speculative setting; another layout would make
+    # the comparison misleading, so the plan carries none.
+    reference = profile.reference_for(model, engine, speculative) if nodes == 1 else None
+    if reference is not None:
+        benchmark["reference"] = dict(reference.metrics)
+        benchmark["reference_source"] = reference.source
+    return benchmark
 
 
 def _shown(flag: str, nodes: Sequence[NodePlan], env: Mapping[str, str]) -> bool:
