@@ -36,6 +36,7 @@ class Deployment:
     artifacts: Path
     output: str
     environment: dict[str, str]
+    inventory: Path
 
     @property
     def base_url(self) -> str:
@@ -111,7 +112,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         )
         host = json.loads(listed.stdout)["glm_servers"]["hosts"][0]
         artifacts, output = _deploy(Path(given), runner_state, api_key)
-        yield Deployment(host, 8000, "glm-glm-tiny.service", api_key, artifacts, output, dict(os.environ))
+        yield Deployment(
+            host, 8000, "glm-glm-tiny.service", api_key, artifacts, output, dict(os.environ), Path(given)
+        )
         return
     environment = {**os.environ, "GLM_DEPLOY_SANDBOX_NAME": SANDBOX_NAME}
     up = sandbox_cli("up", env=environment)
@@ -120,7 +123,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         state_dir = REPO_ROOT / ".cache" / f"sandbox-{SANDBOX_NAME}"
         host = json.loads((state_dir / "state.json").read_text())["hosts"][0]["name"]
         os.environ["GLM_DEPLOY_SANDBOX_NAME"] = SANDBOX_NAME  # the inventory script reads it
-        artifacts, output = _deploy(REPO_ROOT / "inventories" / "sandbox", runner_state, api_key)
-        yield Deployment(host, 8000, "glm-glm-tiny.service", api_key, artifacts, output, environment)
+        inventory = REPO_ROOT / "inventories" / "sandbox"
+        artifacts, output = _deploy(inventory, runner_state, api_key)
+        yield Deployment(host, 8000, "glm-glm-tiny.service", api_key, artifacts, output, environment, inventory)
     finally:
         sandbox_cli("down", env=environment, timeout=300)
