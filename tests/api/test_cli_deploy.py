@@ -114,10 +114,18 @@ def test_lock_held_exits_3_naming_the_holder(project: Project, capsys: pytest.Ca
     assert project.deploy_markers() == []
 
 
+# A job started in the background by a non-interactive shell (as CI may run the tests) inherits SIGINT ignored,
+# and Python then installs no KeyboardInterrupt handler: the CLI gets the handler a terminal session gives it.
+CLI_WITH_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'glm-deploy'; runpy.run_module('glm_deploy.cli', run_name='__main__')"
+)
+
+
 def test_ctrl_c_cancels_and_exits_130(project: Project) -> None:
     environment = {**os.environ, "GLM_DEPLOY_HOME": str(project.root)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "glm_deploy.cli", "benchmark", "-i", str(project.inventory)],
+        [sys.executable, "-c", CLI_WITH_CTRL_C, "benchmark", "-i", str(project.inventory)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

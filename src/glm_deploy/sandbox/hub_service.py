@@ -25,7 +25,7 @@ from pathlib import Path
 
 from glm_deploy.sandbox.environment import SandboxError, progress, state_dir
 from glm_deploy.sandbox.hub import HubStore, HubStoreError
-from glm_deploy.sandbox.tiny_model import REVISIONS, build_tiny_model, is_current_build, model_files
+from glm_deploy.sandbox.tiny_model import REVISIONS, is_current_build, model_files
 
 HUB_MODULE = "glm_deploy.sandbox.hub"
 DEFAULT_HUB_PORT = 8765
@@ -66,7 +66,29 @@ def _built_model(revision: int) -> Path:
     if not is_current_build(directory, revision):
         started = time.monotonic()
         progress(f"building the tiny model, revision {revision}, into {directory}")
-        build_tiny_model(directory, revision=revision)
+        # In a child process: torch and transformers are heavy, and a process that has imported Ansible's module
+        # code (it patches sys.intern) can no longer import torch._dynamo, which transformers' model classes need.
+        built = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "glm_deploy.cli",
+                "sandbox",
+                "build-model",
+                "--out",
+                str(directory),
+                "--revision",
+                str(revision),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if built.returncode != 0:
+            raise SandboxError(
+                f"building the tiny model (revision {revision}) failed: {built.stderr.strip()[-2000:]}",
+                hint=f"run it by hand to see everything: glm-deploy sandbox build-model --out {directory}",
+            )
         progress(f"tiny model revision {revision} built in {time.monotonic() - started:.1f} s")
     return directory
 
