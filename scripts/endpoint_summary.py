@@ -25,11 +25,12 @@ def main() -> int:
         print(f"  no endpoint: {env.get('error', 'client-env gave no base URL')}")
         return 1
     base, model, key_file = env["base_url"], env["model"], env["key_file"]
-    print(f"  endpoint : {base}/v1   (model {model!r})")
+    # OpenAI clients' base URL already ends in /v1.
+    print(f"  endpoint : {base}   (model {model!r})")
     print(f"  API key  : {key_file} (mode 0600; not printed)")
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32})
     print("  try it   :")
-    print(f'    curl -s {base}/v1/chat/completions -H "Authorization: Bearer $(cat {shlex.quote(key_file)})" \\')
+    print(f'    curl -s {base}/chat/completions -H "Authorization: Bearer $(cat {shlex.quote(key_file)})" \\')
     print(f"      -H 'Content-Type: application/json' -d {shlex.quote(body)}")
     print("  agents   : glm-deploy client-env --for claude-code   (or --for openai)")
     results = sorted(Path("results").glob("*/*.json"), key=lambda path: path.stat().st_mtime)
