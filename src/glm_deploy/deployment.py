@@ -529,6 +529,25 @@ class Deployment:
     ) -> RunOutcome:
         started_at, started = _now(), time.monotonic()
         release = Release.from_plan(plan)
+
+        def record_without_run(status: str, run_release: Release, error: str | None = None) -> HistoryEntry:
+            """History for an outcome decided before any playbook ran (nothing to deploy, or no answer)."""
+            return self._history.append(
+                HistoryEntry(
+                    run_id=f"{status}-{secrets_module.token_hex(4)}",
+                    command=command,
+                    inventory=str(self.inventory),
+                    status=status,
+                    started_at=started_at,
+                    finished_at=_now(),
+                    duration_s=round(time.monotonic() - started, 3),
+                    release=run_release,
+                    error=error,
+                    controller=_controller(),
+                ),
+                secrets=run_secrets.values(),
+            )
+
         if command == "deploy":
             endpoint = self.hf_endpoint()
             if if_changed:
@@ -539,38 +558,11 @@ class Deployment:
                     )
                 except GlmDeployError as error:
                     # A scheduled check that cannot resolve must leave a trace where people look.
-                    self._history.append(
-                        HistoryEntry(
-                            run_id=f"error-{secrets_module.token_hex(4)}",
-                            command=command,
-                            inventory=str(self.inventory),
-                            status="error",
-                            started_at=started_at,
-                            finished_at=_now(),
-                            duration_s=round(time.monotonic() - started, 3),
-                            release=release,
-                            error=str(error),
-                            controller=_controller(),
-                        ),
-                        secrets=run_secrets.values(),
-                    )
+                    record_without_run("error", release, error=str(error))
                     raise
                 release = Release.from_plan(plan, model_commit=commit)
-                current = self.current_release()
-                if release.same_as(current):
-                    entry = HistoryEntry(
-                        run_id=f"unchanged-{secrets_module.token_hex(4)}",
-                        command=command,
-                        inventory=str(self.inventory),
-                        status="unchanged",
-                        started_at=started_at,
-                        finished_at=_now(),
-                        duration_s=round(time.monotonic() - started, 3),
-                        release=release,
-                        controller=_controller(),
-                    )
-                    entry = self._history.append(entry, secrets=run_secrets.values())
-                    return RunOutcome(command=command, entry=entry)
+                if release.same_as(self.current_release()):
+                    return RunOutcome(command=command, entry=record_without_run("unchanged", release))
             elif endpoint and not plan.revision_pinned:
                 # Best effort: the weights role resolves the branch itself; this only labels the release.
                 with contextlib.suppress(GlmDeployError):
