@@ -19,6 +19,10 @@ description:
   - Takes the result of M(glm.deploy.gpu_facts) and the plan (C(glm_plan)) and returns the image for this
     host's driver plus every finding (wrong GPU, too few GPUs, GPU memory, disk, driver too old for the
     image, Fabric Manager, NVIDIA runtime, AMD devices).
+  - C(image) is the image that will run (the explicit image, else the plan's) as checked against the driver;
+    C(driver_image) is the catalog's own choice for this driver whatever the plan holds (what a plan rendered
+    with option C(cuda_version=driver_cuda) runs), and C(driver_cuda) the CUDA release the driver supports
+    (nvidia-smi's header, else derived from the driver version; null on AMD hosts).
 options:
   _input:
     description: The registered result of M(glm.deploy.gpu_facts).
@@ -56,6 +60,7 @@ def gpu_preflight(
     try:
         from glm_deploy.catalog import load_catalog
         from glm_deploy.errors import GlmDeployError
+        from glm_deploy.images import choose_image, driver_cuda
         from glm_deploy.preflight import DEFAULT_CACHE_RESERVE_GIB, DEFAULT_KV_RESERVE_GIB
         from glm_deploy.preflight import gpu_preflight as run_preflight
     except ImportError as error:
@@ -65,24 +70,49 @@ def gpu_preflight(
         ) from None
     if not isinstance(host_facts, Mapping) or "gpu" not in host_facts:
         raise AnsibleFilterError(
-            "glm.deploy.gpu_preflight expects the registered result of glm.deploy.gpu_facts, "
-            f"got {host_facts!r:.200}"
+            f"glm.deploy.gpu_preflight expects the registered result of glm.deploy.gpu_facts, got {host_facts!r:.200}"
         )
+    catalog = load_catalog()
     try:
         result = run_preflight(
-            load_catalog(),
+            catalog,
             host_facts,
             plan,
             explicit_image=explicit_image or None,
             fixers=list(fixers or ()),
             kv_reserve_gib=DEFAULT_KV_RESERVE_GIB if kv_reserve_gib is None else float(kv_reserve_gib),
-            cache_reserve_gib=(
-                DEFAULT_CACHE_RESERVE_GIB if cache_reserve_gib is None else float(cache_reserve_gib)
-            ),
+            cache_reserve_gib=(DEFAULT_CACHE_RESERVE_GIB if cache_reserve_gib is None else float(cache_reserve_gib)),
         )
     except GlmDeployError as error:
         raise AnsibleFilterError(str(error)) from None
-    return result.to_dict()
+    answer = result.to_dict()
+    # The catalog's image for this driver, as if the plan had been rendered with the driver's CUDA: the
+    # gpu_preflight role re-renders glm_plan with driver_cuda and checks that the new plan runs this image.
+    gpu = host_facts.get("gpu") or {}
+    hardware = catalog.hardware.get(str(plan.get("hardware")))
+    answer["driver_cuda"] = None
+    answer["driver_image"] = None
+    if hardware is None or gpu.get("vendor") != hardware.vendor or plan.get("runtime", "container") != "container":
+        return answer
+    driver_version = str(gpu.get("driver_version") or "0")
+    try:
+        if hardware.vendor == "nvidia":
+            answer["driver_cuda"] = gpu.get("cuda_version") or driver_cuda(catalog.cuda_driver_minimum, driver_version)
+        answer["driver_image"] = choose_image(
+            catalog,
+            str(plan.get("engine")),
+            driver_version=driver_version,
+            engine_version=plan.get("engine_version"),
+            explicit_image=None,
+            model=plan.get("model"),
+            vendor=hardware.vendor,
+            gpu_arch=gpu.get("arch") if isinstance(gpu.get("arch"), str) else None,
+            host_cuda=gpu.get("cuda_version"),
+        ).to_dict()
+    except GlmDeployError:
+        # No catalog image fits this driver: the findings above already say so (and how to fix it).
+        pass
+    return answer
 
 
 class FilterModule:
