@@ -82,6 +82,36 @@ class Release:
             plan_hash=plan_hash(plan),
         )
 
+    @classmethod
+    def from_plan_document(
+        cls,
+        plan: Mapping[str, Any],
+        *,
+        model_commit: str | None = None,
+        image_digest: str | None = None,
+        venv_lock: str | None = None,
+    ) -> Release:
+        """`from_plan` for a plan as a mapping (`Plan.to_dict()`, what the playbooks carry as glm_plan)."""
+        revision = str(plan["model_revision"])
+        if model_commit is None and plan.get("revision_pinned"):
+            model_commit = revision
+        native = plan.get("native")
+        return cls(
+            model=str(plan["model"]),
+            model_repo=str(plan["model_repo"]),
+            model_revision=revision,
+            model_commit=model_commit,
+            engine=str(plan["engine"]),
+            engine_version=plan.get("engine_version"),
+            runtime=str(plan["runtime"]),
+            image=plan.get("image"),
+            image_digest=image_digest,
+            venv_requirement=str(native["requirement"]) if isinstance(native, Mapping) else None,
+            venv_lock=venv_lock,
+            served_model_name=str(plan["served_model_name"]),
+            plan_hash=plan_hash(plan),
+        )
+
     def identity(self) -> dict[str, Any]:
         """The fields that make two releases the same release (the branch name alone does not)."""
         return {
@@ -101,10 +131,17 @@ class Release:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def same_as(self, other: Release | None) -> bool:
-        """Whether `other` is the same release; unknown commits never compare equal."""
+        """Whether `other` is the same release; unknown commits never compare equal. An image digest or venv
+        lock known on one side only (the controller learns them from the hosts) compares by image or
+        requirement."""
         if other is None or self.model_commit is None or other.model_commit is None:
             return False
-        return self.identity() == other.identity()
+        mine, theirs = self.identity(), other.identity()
+        if self.image_digest is None or other.image_digest is None:
+            mine["image"], theirs["image"] = self.image, other.image
+        if self.venv_lock is None or other.venv_lock is None:
+            mine["venv"], theirs["venv"] = self.venv_requirement, other.venv_requirement
+        return mine == theirs
 
     def describe(self) -> str:
         commit = (self.model_commit or "?")[:12]
@@ -141,6 +178,8 @@ class HistoryEntry:
     artifact_dir: str | None = None
     error: str | None = None
     controller: dict[str, Any] = field(default_factory=dict)
+    # Why this entry exists when no one typed its command (an automatic rollback names the failed run).
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
