@@ -26,11 +26,12 @@ import datetime
 import getpass
 import os
 import queue
+import re
 import secrets as secrets_module
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,24 @@ from glm_deploy.history import HistoryEntry, HistoryStore, Release, redact
 from glm_deploy.inventory import InventoryView, read_inventory, resolve_inventory
 from glm_deploy.lock import ControllerLock, current_holder
 from glm_deploy.render import Plan, PlanOptions, render_plan
-from glm_deploy.runner import PlaybookRunner, RunResult
+from glm_deploy.runner import PlaybookRunner, RunResult, new_run_id
 
 EventHandler = Callable[[dict[str, Any]], None]
 
 # The playbook each command runs (paths relative to the project directory).
 DEFAULT_PLAYBOOKS: dict[str, str] = {
     "deploy": "playbooks/site.yml",
+    "redeploy": "playbooks/redeploy.yml",
+    "rollback": "playbooks/rollback.yml",
     "verify": "playbooks/verify.yml",
     "benchmark": "playbooks/benchmark.yml",
 }
+
+# Commands after which the hosts serve a release the history records.
+RELEASE_COMMANDS = ("deploy", "redeploy", "rollback")
+
+# What `redeploy(to=...)` may change besides the plan options.
+TARGET_SETTINGS = ("model", "engine", "hardware", "nodes")
 
 # Host facts a role may set to tell the controller what it actually installed (e.g. the commit a branch
 # resolved to, the image digest pulled, the venv lock hash); the controller records them per host in the
@@ -313,18 +322,22 @@ class Deployment:
             merged.update(self.options)
         return merged
 
-    def settings(self) -> dict[str, Any]:
-        """model, engine, hardware, nodes and options: the explicit ones, else the inventory's."""
+    def settings(self, to: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """model, engine, hardware, nodes and options: `to` first (a redeploy's target), then the explicit
+        ones, else the inventory's."""
+        target = _check_target(to)
         needs_inventory = None in (self.model, self.engine, self.hardware) or not isinstance(
             self.options, PlanOptions
         )
         variables = self.inventory_view().vars_for() if needs_inventory else {}
+        options = self._options_mapping(variables.get("glm_options"))
+        options.update({key: value for key, value in target.items() if key not in TARGET_SETTINGS})
         chosen: dict[str, Any] = {
-            "model": self.model or variables.get("glm_model"),
-            "engine": self.engine or variables.get("glm_engine"),
-            "hardware": self.hardware or variables.get("glm_hardware"),
-            "nodes": self.nodes if self.nodes is not None else variables.get("glm_nodes"),
-            "options": self._options_mapping(variables.get("glm_options")),
+            "model": target.get("model") or self.model or variables.get("glm_model"),
+            "engine": target.get("engine") or self.engine or variables.get("glm_engine"),
+            "hardware": target.get("hardware") or self.hardware or variables.get("glm_hardware"),
+            "nodes": target.get("nodes", self.nodes if self.nodes is not None else variables.get("glm_nodes")),
+            "options": options,
         }
         for name in ("model", "engine", "hardware"):
             if not chosen[name]:
@@ -339,9 +352,10 @@ class Deployment:
                 raise InputError(f"glm_nodes must be an integer, got {chosen['nodes']!r}") from None
         return chosen
 
-    def plan(self) -> Plan:
-        """The rendered plan (no I/O beyond reading the inventory and the catalog)."""
-        chosen = self.settings()
+    def plan(self, to: Mapping[str, Any] | None = None) -> Plan:
+        """The rendered plan, or the plan a redeploy to `to` would serve (no I/O beyond reading the inventory
+        and the catalog)."""
+        chosen = self.settings(to)
         if self._catalog is None:
             self._catalog = load_catalog()
         return render_plan(
@@ -375,45 +389,30 @@ class Deployment:
     # ---------------------------------------------------------------------------
 
     def history(self) -> list[HistoryEntry]:
-        """Every run recorded for this state directory, oldest first."""
+        """Every run recorded for this state directory, oldest first (an automatic rollback is an entry of
+        its own, right after the failed redeploy it undid)."""
         return self._history.entries()
 
-    def current_release(self) -> Release | None:
-        """The release of the last successful (or unchanged) deploy."""
-        for entry in reversed(self.history()):
-            if entry.command == "deploy" and entry.ok and entry.release is not None:
-                return entry.release
+    def _last_serving(self, entries: list[HistoryEntry]) -> HistoryEntry | None:
+        for entry in reversed(entries):
+            if entry.command in RELEASE_COMMANDS and entry.ok and entry.release is not None:
+                return entry
         return None
+
+    def current_release(self) -> Release | None:
+        """The release of the last successful deploy, redeploy or rollback (automatic ones included)."""
+        entry = self._last_serving(self.history())
+        return entry.release if entry else None
 
     def status(self) -> DeploymentStatus:
         """The current release, each host's last run and release, and who holds the lock (no host is
         contacted)."""
         entries = self.history()
-        current: HistoryEntry | None = None
-        for entry in reversed(entries):
-            if entry.command == "deploy" and entry.ok and entry.release is not None:
-                current = entry
-                break
+        current = self._last_serving(entries)
         view = self.inventory_view()
         hosts: list[HostStatus] = []
         for host in view.hosts:
             last = next((entry for entry in reversed(entries) if host in entry.hosts), None)
-            deployed = next(
-                (
-                    e
-                    for e in reversed(entries)
-                    if e.command == "deploy" and e.ok and host in e.hosts and e.release
-                ),
-                None,
-            )
-            release = None
-            if deployed is not None:
-                reported = deployed.host_releases.get(host)
-                release = (
-                    Release.from_dict({**deployed.release.to_dict(), **reported})
-                    if (reported and deployed.release)
-                    else deployed.release
-                )
             hosts.append(
                 HostStatus(
                     host=host,
@@ -422,7 +421,7 @@ class Deployment:
                     last_status=last.status if last else None,
                     last_run_id=last.run_id if last else None,
                     last_finished_at=last.finished_at if last else None,
-                    release=release,
+                    release=_host_release(entries, host),
                 )
             )
         return DeploymentStatus(
@@ -445,6 +444,51 @@ class Deployment:
         (model branch -> commit on the Hub) and do nothing when it equals the current one."""
         return self.start("deploy", if_changed=if_changed, limit=limit, on_event=on_event).wait()
 
+    def redeploy(
+        self,
+        to: Mapping[str, Any] | None = None,
+        *,
+        serial: int | str = 1,
+        benchmark_floor: Mapping[str, float] | None = None,
+        if_changed: bool = False,
+        break_host_lock: bool = False,
+        limit: str | None = None,
+        on_event: EventHandler | None = None,
+    ) -> RunOutcome:
+        """Move the hosts to a new release, `serial` hosts at a time (a count or a share such as "25%").
+
+        `to` changes what the inventory asks for: plan options (`revision`, `engine_version`, `image`,
+        `extra_args`, ...) and `model`, `engine`, `hardware`, `nodes`. The branch is resolved to a commit once,
+        here, so every host gets the same weights. Each host stages the release while the old one serves, cuts
+        over, and must pass the verify checks (and `benchmark_floor`, e.g. `{"output_throughput": 300}`);
+        otherwise it restores its previous release, verifies it, and the roll stops there (`RunError`, naming
+        the host, the step and the cause; the history records the failed redeploy and the rollback).
+        With `if_changed`, nothing runs when the resolved release is the current one.
+        """
+        return self.start(
+            "redeploy",
+            to=to,
+            serial=serial,
+            benchmark_floor=benchmark_floor,
+            if_changed=if_changed,
+            break_host_lock=break_host_lock,
+            limit=limit,
+            on_event=on_event,
+        ).wait()
+
+    def rollback(
+        self,
+        *,
+        serial: int | str = 1,
+        break_host_lock: bool = False,
+        limit: str | None = None,
+        on_event: EventHandler | None = None,
+    ) -> RunOutcome:
+        """Put back the release each host served before its current one, and verify it."""
+        return self.start(
+            "rollback", serial=serial, break_host_lock=break_host_lock, limit=limit, on_event=on_event
+        ).wait()
+
     def verify(self, *, limit: str | None = None, on_event: EventHandler | None = None) -> RunOutcome:
         """Check the endpoint (playbooks/verify.yml)."""
         return self.start("verify", limit=limit, on_event=on_event).wait()
@@ -457,25 +501,43 @@ class Deployment:
         self,
         command: str,
         *,
+        to: Mapping[str, Any] | None = None,
+        serial: int | str | None = None,
+        benchmark_floor: Mapping[str, float] | None = None,
         if_changed: bool = False,
+        break_host_lock: bool = False,
         limit: str | None = None,
         on_event: EventHandler | None = None,
     ) -> RunHandle:
-        """Start `command` (deploy, verify or benchmark) in a thread and return its handle.
+        """Start `command` (deploy, redeploy, rollback, verify or benchmark) in a thread and return its handle.
 
         Input errors (no model chosen, impossible plan) and a held lock are raised here, before the thread
         starts.
         """
         if command not in self.playbooks:
             raise InputError(f"unknown command {command!r}", hint=f"one of {', '.join(self.playbooks)}")
-        if if_changed and command != "deploy":
-            raise InputError(f"if_changed applies to deploy, not {command}")
-        plan = self.plan()
-        lock = ControllerLock(self.state_dir, command=f"glm-deploy {command} -i {self.inventory}")
+        if if_changed and command not in ("deploy", "redeploy"):
+            raise InputError(f"if_changed applies to deploy and redeploy, not {command}")
+        if to and command != "redeploy":
+            raise InputError(f"a target (to=) applies to redeploy, not {command}")
+        if benchmark_floor and command != "redeploy":
+            raise InputError(f"a benchmark floor applies to redeploy, not {command}")
+        if (serial is not None or break_host_lock) and command not in ("redeploy", "rollback"):
+            raise InputError(f"serial and break_host_lock apply to redeploy and rollback, not {command}")
+        plan = self.plan(to if command == "redeploy" else None)
+        extravars = self._extravars(to if command == "redeploy" else None)
+        if command in ("redeploy", "rollback"):
+            extravars["glm_redeploy_serial"] = _check_serial(serial if serial is not None else 1)
+            extravars["glm_break_host_lock"] = bool(break_host_lock)
+        if benchmark_floor:
+            extravars["glm_benchmark_floor"] = _check_floor(benchmark_floor)
+        run_id = new_run_id()
+        holder_command = f"glm-deploy {command} -i {self.inventory}"
+        extravars["glm_lock_holder"] = {"run": run_id, "command": holder_command, **_controller()}
+        lock = ControllerLock(self.state_dir, command=holder_command)
         lock.acquire()
         try:
-            run_secrets = self.secrets(create_api_key=command == "deploy")
-            extravars = self._extravars()
+            run_secrets = self.secrets(create_api_key=command in RELEASE_COMMANDS)
         except BaseException:
             lock.release()
             raise
@@ -496,24 +558,34 @@ class Deployment:
                     limit=limit,
                     on_event=forward,
                     cancel=cancel,
+                    run_id=run_id,
                 )
             finally:
                 lock.release()
 
         return RunHandle(command, target)
 
-    def _extravars(self) -> dict[str, Any]:
-        """The explicit choices, as extra variables (they win over the inventory's)."""
+    def _extravars(self, to: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The explicit choices and the target, as extra variables (they win over the inventory's)."""
+        target = _check_target(to)
         extravars: dict[str, Any] = {}
-        for name in ("model", "engine", "hardware", "nodes"):
-            value = getattr(self, name)
+        for name in TARGET_SETTINGS:
+            value = target.get(name, getattr(self, name))
             if value is not None:
                 extravars[f"glm_{name}"] = value
-        if self.options is not None:
-            extravars["glm_options"] = self._options_mapping(
-                self.inventory_view().vars_for().get("glm_options")
-            )
+        if self.options is not None or any(key not in TARGET_SETTINGS for key in target):
+            extravars["glm_options"] = self.settings(to)["options"]
         return extravars
+
+    def _pin(self, plan: Plan, extravars: dict[str, Any], commit: str) -> Plan:
+        """The plan with its branch replaced by the commit it resolved to; the extra variables carry it."""
+        if plan.revision_pinned:
+            return plan
+        target = {name: extravars[f"glm_{name}"] for name in TARGET_SETTINGS if f"glm_{name}" in extravars}
+        options = dict(extravars.get("glm_options") or self.settings()["options"])
+        options["revision"] = commit
+        extravars["glm_options"] = options
+        return self.plan({**target, **options})
 
     def _execute(
         self,
@@ -526,6 +598,7 @@ class Deployment:
         limit: str | None,
         on_event: EventHandler,
         cancel: threading.Event,
+        run_id: str,
     ) -> RunOutcome:
         started_at, started = _now(), time.monotonic()
         release = Release.from_plan(plan)
@@ -548,8 +621,9 @@ class Deployment:
                 secrets=run_secrets.values(),
             )
 
-        if command == "deploy":
+        if command in ("deploy", "redeploy"):
             endpoint = self.hf_endpoint()
+            commit: str | None = None
             if if_changed:
                 # The scheduled path: the comparison is the point, so failing to resolve is an error.
                 try:
@@ -560,18 +634,19 @@ class Deployment:
                     # A scheduled check that cannot resolve must leave a trace where people look.
                     record_without_run("error", release, error=str(error))
                     raise
-                release = Release.from_plan(plan, model_commit=commit)
-                if release.same_as(self.current_release()):
-                    return RunOutcome(command=command, entry=record_without_run("unchanged", release))
-            elif endpoint and not plan.revision_pinned:
-                # Best effort: the weights role resolves the branch itself; this only labels the release.
+            elif endpoint or plan.revision_pinned:
+                # Best effort: the weights role resolves the branch itself and pins the plan to it.
                 with contextlib.suppress(GlmDeployError):
-                    release = Release.from_plan(
-                        plan,
-                        model_commit=resolve_model_commit(
-                            plan, endpoint=endpoint, token=run_secrets.get("glm_hf_token"), timeout_s=10
-                        ),
+                    commit = resolve_model_commit(
+                        plan, endpoint=endpoint, token=run_secrets.get("glm_hf_token"), timeout_s=10
                     )
+            if commit is not None:
+                if command == "redeploy":
+                    # Every host of the roll gets this commit, even when the branch moves during the roll.
+                    plan = self._pin(plan, extravars, commit)
+                release = Release.from_plan(plan, model_commit=commit)
+            if if_changed and release.same_as(self.current_release()):
+                return RunOutcome(command=command, entry=record_without_run("unchanged", release))
 
         host_releases: dict[str, dict[str, Any]] = {}
 
@@ -597,18 +672,30 @@ class Deployment:
                 event_handler=collect,
                 cancel=cancel,
                 raise_on_failure=False,
+                run_id=run_id,
             )
         except BaseException as error:
             failure = error
 
-        if command == "deploy" and host_releases:
-            first = next(iter(host_releases.values()))
-            reported_commit = first.get("model_commit")
-            if isinstance(reported_commit, str) and reported_commit and release.model_commit is None:
-                release = dataclasses.replace(release, model_commit=reported_commit)
+        rolled_back = {
+            host: reported for host, reported in host_releases.items() if reported.get("outcome") == "rolled_back"
+        }
+        if command in RELEASE_COMMANDS:
+            # What the hosts report serving (with the venv lock or image digest only they know) names the release.
+            served = [
+                reported for host, reported in host_releases.items() if command == "rollback" or host not in rolled_back
+            ]
+            reported_release = _agreed_release(served)
+            if reported_release is not None:
+                release = reported_release
+            elif served and release.model_commit is None:
+                # Hosts that report only what they fetched: the commit the branch resolved to.
+                reported_commit = served[0].get("model_commit")
+                if isinstance(reported_commit, str) and reported_commit:
+                    release = dataclasses.replace(release, model_commit=reported_commit)
         status = result.status if result is not None else ("canceled" if cancel.is_set() else "error")
         entry = HistoryEntry(
-            run_id=result.run_id if result else f"error-{secrets_module.token_hex(4)}",
+            run_id=result.run_id if result else run_id,
             command=command,
             inventory=str(self.inventory),
             status=status,
@@ -626,6 +713,30 @@ class Deployment:
         )
         # The caller gets the entry as recorded: what it prints (--json) is as free of secrets as the file.
         entry = self._history.append(entry, secrets=run_secrets.values())
+        if command == "redeploy" and rolled_back:
+            # The automatic rollback is history of its own: the hosts went back to what they served before.
+            restored = _agreed_release(list(rolled_back.values()))
+            first_host, first = next(iter(rolled_back.items()))
+            self._history.append(
+                HistoryEntry(
+                    run_id=f"{entry.run_id}-rollback",
+                    command="rollback",
+                    inventory=str(self.inventory),
+                    status="successful",
+                    started_at=entry.started_at,
+                    finished_at=entry.finished_at,
+                    duration_s=0.0,
+                    release=restored,
+                    host_releases=rolled_back,
+                    hosts={host: entry.hosts.get(host, {}) for host in rolled_back},
+                    artifact_dir=entry.artifact_dir,
+                    controller=entry.controller,
+                    note=f"automatic, after release {first.get('failed_release')} failed on {first_host} in run "
+                    f"{entry.run_id}: {first.get('cause')}"
+                    + (f" [{first['journal_error']}]" if first.get("journal_error") else ""),
+                ),
+                secrets=run_secrets.values(),
+            )
         if failure is not None:
             raise failure
         if result is None:
@@ -642,13 +753,83 @@ class Deployment:
         return RunOutcome(command=command, entry=entry, result=result)
 
 
+def _check_target(to: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A redeploy's target: plan options and TARGET_SETTINGS, each checked by name."""
+    if to is None:
+        return {}
+    if not isinstance(to, Mapping):
+        raise InputError(f"to= must be a mapping of settings, got {to!r}", hint='e.g. to={"revision": "v2"}')
+    known = {option.name for option in dataclasses.fields(PlanOptions)} | set(TARGET_SETTINGS)
+    unknown = sorted(set(to) - known)
+    if unknown:
+        raise InputError(
+            f"unknown redeploy setting(s) {', '.join(unknown)}",
+            hint=f"one of {', '.join(sorted(known))}",
+        )
+    return dict(to)
+
+
+_SERIAL = re.compile(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)$")
+
+
+def _check_serial(serial: int | str) -> int | str:
+    """How many hosts a roll moves at once: a positive count, or a share of the hosts such as "25%"."""
+    text = str(serial).strip()
+    if isinstance(serial, bool) or not _SERIAL.match(text):
+        raise InputError(
+            f"serial must be a positive number of hosts or a share such as 25%, got {serial!r}",
+            hint="serial=1 (the default) moves one host at a time",
+        )
+    return int(text) if text.isdigit() else text
+
+
+def _check_floor(floor: Mapping[str, float]) -> dict[str, float]:
+    """A benchmark floor: result keys of `vllm bench serve` (output_throughput, ...) to their minimums."""
+    checked: dict[str, float] = {}
+    for key, minimum in floor.items():
+        try:
+            checked[str(key)] = float(minimum)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"benchmark floor {key} must be a number, got {minimum!r}",
+                hint="e.g. output_throughput=300 (tokens/s)",
+            ) from None
+    return checked
+
+
+def _agreed_release(reports: Sequence[Mapping[str, Any]]) -> Release | None:
+    """The release the hosts report (all the same one), else None."""
+    releases = [Release.from_dict(report) for report in reports if report.get("release_id")]
+    if not releases or any(release.release_id != releases[0].release_id for release in releases):
+        return None
+    return releases[0]
+
+
+def _host_release(entries: list[HistoryEntry], host: str) -> Release | None:
+    """What `host` serves, by the history: the last release a successful run (or an automatic rollback)
+    reported for it, or the release of the last successful run that included it."""
+    for entry in reversed(entries):
+        if entry.command not in RELEASE_COMMANDS:
+            continue
+        reported = entry.host_releases.get(host)
+        if reported and reported.get("release_id") and (entry.ok or reported.get("outcome") == "rolled_back"):
+            if entry.command == "redeploy" and reported.get("outcome") == "rolled_back":
+                continue  # the rollback entry that follows names it
+            return Release.from_dict(reported)
+        if entry.ok and host in entry.hosts and entry.release is not None:
+            return entry.release
+    return None
+
+
 def _failed(command: str, result: RunResult, run_secrets: Mapping[str, str]) -> RunError:
     hint = (
         f"the run's output is in {result.artifact_dir}/stdout; fix the cause and run glm-deploy {command} "
         "again (finished steps are not redone)"
     )
     if result.failures:
-        first = result.failures[0]
+        # A redeploy's or rollback's own last failure sums up the host's story (the cause, what was restored);
+        # the failures before it were rescued.
+        first = result.failures[-1] if command in ("redeploy", "rollback") else result.failures[0]
         others = len({failure.host for failure in result.failures} - {first.host})
         message = redact(first.message, run_secrets.values())
         if others:

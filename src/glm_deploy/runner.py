@@ -37,6 +37,11 @@ SECRET_ENV_PATTERN = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|P
 _FAILED_EVENTS = {"runner_on_failed", "runner_on_unreachable", "runner_item_on_failed"}
 
 
+def new_run_id() -> str:
+    """A fresh run id: 12 hex digits."""
+    return uuid.uuid4().hex[:12]
+
+
 @dataclass(frozen=True)
 class HostStats:
     """The recap line of one host."""
@@ -178,8 +183,11 @@ class PlaybookRunner:
         event_handler: EventHandler | None = None,
         cancel: threading.Event | None = None,
         raise_on_failure: bool = True,
+        run_id: str | None = None,
     ) -> RunResult:
-        """Run `playbook` (a path, or a name under the project's playbooks/) and return what it did."""
+        """Run `playbook` (a path, or a name under the project's playbooks/) and return what it did.
+
+        `run_id` names the run's artifact folder (default: a new random id)."""
         playbook_path = Path(playbook)
         if not playbook_path.is_absolute():
             candidate = self.project_dir / playbook_path
@@ -195,7 +203,7 @@ class PlaybookRunner:
         if not inventory_path.exists():
             raise RunError(f"inventory {str(inventory)!r} not found (looked for {inventory_path})")
 
-        run_id = f"{uuid.uuid4().hex[:12]}"
+        run_id = run_id or new_run_id()
         private_data_dir = self.state_dir / "runner"
         private_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         failures: list[Failure] = []

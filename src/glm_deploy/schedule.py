@@ -9,11 +9,17 @@ A policy (YAML) names what to run and when:
     environment_file: /etc/glm-deploy/schedule.env   # optional: HF_TOKEN, GLM_API_KEY; mode 0600
     state_dir: /var/lib/glm-deploy-controller         # optional GLM_DEPLOY_STATE
     user: deploy                  # optional User= of the service
+    follow:                       # optional: what to follow instead of the inventory's settings
+      revision: main              #   a model branch (or tag)
+      engine_version: "0.19.1"    #   an engine release; or image: vllm/vllm-openai:latest (an engine tag)
+    serial: 1                     # optional: hosts moved at once (a count or a share such as 25%)
+    min_output_tps: 300           # optional: benchmark floor the new release must reach
 
-The service runs `glm-deploy deploy --if-changed -i INVENTORY`: it resolves the release (the model branch to a
-commit on the Hub) and deploys only when that differs from the current release. Exit 3 (another run holds the
-lock) counts as success, so an overlapping tick is skipped rather than reported as failed. Secrets never
-appear in the unit files: they come from the policy's EnvironmentFile.
+The service runs `glm-deploy redeploy --if-changed -i INVENTORY [--revision ...]`: it resolves the release (the
+model branch to a commit on the Hub) and redeploys, staged and verified with automatic rollback, only when that
+differs from the current release. Exit 3 (another run holds the lock) counts as success, so an overlapping tick
+is skipped rather than reported as failed. Secrets never appear in the unit files: they come from the policy's
+EnvironmentFile.
 """
 
 from __future__ import annotations
@@ -48,7 +54,12 @@ _POLICY_KEYS = {
     "environment_file",
     "state_dir",
     "user",
+    "follow",
+    "serial",
+    "min_output_tps",
 }
+# What a policy may follow, as `glm-deploy redeploy` options.
+_FOLLOW_KEYS = ("revision", "engine_version", "image")
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,21 @@ class SchedulePolicy:
     environment_file: Path | None = None
     state_dir: Path | None = None
     user: str | None = None
+    follow: dict[str, str] = field(default_factory=dict)
+    serial: str | None = None
+    min_output_tps: float | None = None
+
+    def redeploy_arguments(self) -> list[str]:
+        """The `glm-deploy redeploy` options this policy adds after `--if-changed -i INVENTORY`."""
+        arguments: list[str] = []
+        for key in _FOLLOW_KEYS:
+            if key in self.follow:
+                arguments += [f"--{key.replace('_', '-')}", self.follow[key]]
+        if self.serial is not None:
+            arguments += ["--serial", self.serial]
+        if self.min_output_tps is not None:
+            arguments += ["--min-output-tps", f"{self.min_output_tps:g}"]
+        return arguments
 
     @property
     def service_name(self) -> str:
@@ -149,7 +175,26 @@ def load_policy(path: Path, *, project_dir: Path | None = None) -> SchedulePolic
     user = str(data["user"]) if data.get("user") else None
     if user is not None and not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", user):
         raise InputError(f"policy {path}: user {user!r} is not a valid user name")
+    follow = data.get("follow") or {}
+    if not isinstance(follow, dict) or set(follow) - set(_FOLLOW_KEYS):
+        raise InputError(
+            f"policy {path}: follow must map {', '.join(_FOLLOW_KEYS)} to what to follow, got {follow!r}",
+            hint="e.g. follow: {revision: main}",
+        )
+    if any(not isinstance(value, str | int | float) or not str(value).strip() for value in follow.values()):
+        raise InputError(f"policy {path}: every value under follow must be a non-empty string, got {follow!r}")
+    serial = data.get("serial")
+    if serial is not None and not re.match(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)$", str(serial)):
+        raise InputError(
+            f"policy {path}: serial {serial!r} must be a positive count of hosts or a share such as 25%"
+        )
+    floor = data.get("min_output_tps")
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float) or floor <= 0):
+        raise InputError(f"policy {path}: min_output_tps {floor!r} must be a positive number (tokens/s)")
     return SchedulePolicy(
+        follow={key: str(value) for key, value in follow.items()},
+        serial=str(serial) if serial is not None else None,
+        min_output_tps=float(floor) if floor is not None else None,
         name=name,
         inventory=inventory.resolve(),
         on_calendar=on_calendar,
@@ -203,7 +248,7 @@ def _systemd_quote(argument: str) -> str:
 def render_units(policy: SchedulePolicy, *, executable: str | None = None) -> dict[str, str]:
     """The unit files' names and contents."""
     program = executable or _glm_deploy_executable()
-    argv = [program, "deploy", "--if-changed", "-i", str(policy.inventory)]
+    argv = [program, "redeploy", "--if-changed", "-i", str(policy.inventory), *policy.redeploy_arguments()]
     header = (
         f"{MARKER} from policy {policy.name!r}; remove with `glm-deploy schedule --remove {policy.name}`."
     )
@@ -229,7 +274,7 @@ def render_units(policy: SchedulePolicy, *, executable: str | None = None) -> di
         f"ExecStart={' '.join(_systemd_quote(argument) for argument in argv)}",
         "# 3: another glm-deploy run held the controller lock; this tick is skipped, not failed.",
         "SuccessExitStatus=3",
-        "# A deploy that downloads weights runs for hours.",
+        "# A redeploy that downloads weights runs for hours.",
         "TimeoutStartSec=infinity",
         "",
     ]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.api.conftest import SECRET, Project, write_inventory
 
-from glm_deploy.cli import main
+from glm_deploy.cli import build_parser, main
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ def test_client_env_rejects_an_unknown_client(project: Project) -> None:
     assert raised.value.code == 2
 
 
-def write_policy(directory: Path, project: Project, **overrides: str) -> Path:
+def write_policy(directory: Path, project: Project, **overrides: Any) -> Path:
     fields = {"name": "nightly", "inventory": str(project.inventory), "on_calendar": "*-*-* 03:00:00"}
     fields.update(overrides)
     path = directory / "policy.yml"
@@ -72,14 +74,20 @@ def write_policy(directory: Path, project: Project, **overrides: str) -> Path:
     return path
 
 
-def test_schedule_install_list_remove(
-    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_schedule_install_list_remove(project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     units = tmp_path / "units"
     environment_file = tmp_path / "schedule.env"
     environment_file.write_text(f"GLM_API_KEY={SECRET}\n")
     environment_file.chmod(0o600)
-    policy = write_policy(tmp_path, project, environment_file=str(environment_file), randomized_delay="5m")
+    policy = write_policy(
+        tmp_path,
+        project,
+        environment_file=str(environment_file),
+        randomized_delay="5m",
+        follow={"revision": "revision-2"},
+        serial="50%",
+        min_output_tps=250,
+    )
 
     code = main(["schedule", "--policy", str(policy), "--unit-dir", str(units), "--no-activate", "--json"])
     result = json.loads(capsys.readouterr().out)
@@ -93,7 +101,31 @@ def test_schedule_install_list_remove(
     service_text, timer_text = service.read_text(), timer.read_text()
     assert SECRET not in service_text + timer_text
     assert f"EnvironmentFile={environment_file}" in service_text
-    assert f"deploy --if-changed -i {project.inventory}" in service_text
+    # The timer runs a redeploy policy: follow the branch, only when the release changed, gated and rolled.
+    [exec_start] = [line for line in service_text.splitlines() if line.startswith("ExecStart=")]
+    # systemd expands the specifier %% to % when it runs the line.
+    argv = [word.replace("%%", "%") for word in shlex.split(exec_start.removeprefix("ExecStart="))]
+    assert argv[1:] == [
+        "redeploy",
+        "--if-changed",
+        "-i",
+        str(project.inventory),
+        "--revision",
+        "revision-2",
+        "--serial",
+        "50%",
+        "--min-output-tps",
+        "250",
+    ]
+    # ... and the CLI accepts exactly that command line.
+    parsed = build_parser().parse_args(argv[1:])
+    assert (parsed.command_name, parsed.if_changed, parsed.revision, parsed.serial, parsed.min_output_tps) == (
+        "redeploy",
+        True,
+        "revision-2",
+        "50%",
+        250.0,
+    )
     assert "OnCalendar=*-*-* 03:00:00" in timer_text and "Unit=glm-deploy-nightly.service" in timer_text
     assert stat.S_IMODE(service.stat().st_mode) == 0o644
 
@@ -109,9 +141,7 @@ def test_schedule_install_list_remove(
     assert main(["schedule", "--remove", "nightly", "--unit-dir", str(units)]) == 2
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze to reject the calendar"
-)
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze to reject the calendar")
 def test_schedule_rejects_a_bad_calendar_and_writes_nothing(
     project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -129,8 +159,5 @@ def test_schedule_refuses_an_environment_file_others_can_read(
     environment_file.write_text("HF_TOKEN=x\n")
     environment_file.chmod(0o644)
     policy = write_policy(tmp_path, project, environment_file=str(environment_file))
-    assert (
-        main(["schedule", "--policy", str(policy), "--unit-dir", str(tmp_path / "units"), "--no-activate"])
-        == 2
-    )
+    assert main(["schedule", "--policy", str(policy), "--unit-dir", str(tmp_path / "units"), "--no-activate"]) == 2
     assert "chmod 600" in capsys.readouterr().err

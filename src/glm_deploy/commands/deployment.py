@@ -1,7 +1,7 @@
-"""`glm-deploy deploy|verify|benchmark|status|history`: the `Deployment` API on the command line.
+"""`glm-deploy deploy|redeploy|rollback|verify|benchmark|status|history`: the `Deployment` API on the command line.
 
-Exit codes: 0 ok, 1 the run failed, 2 bad input, 3 another run holds the controller lock, 130 cancelled
-(Ctrl-C).
+Exit codes: 0 ok, 1 the run failed (a redeploy that rolled back included), 2 bad input, 3 another run holds the
+controller lock, 130 cancelled (Ctrl-C).
 Progress goes to stderr (task names as they start, elapsed time, the weights download's bytes/rate/ETA); the
 result goes to stdout, as JSON with `--json`.
 """
@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
+
+import yaml
 
 from glm_deploy.deployment import Deployment, RunOutcome
 from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
@@ -50,6 +52,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "converge the inventory's hosts to the plan",
             "Converge the inventory's hosts to the plan: weights, engine, service, health (site.yml).",
         ),
+        "redeploy": (
+            "move the hosts to a new release, verified, with automatic rollback",
+            "Move the hosts to a new release one host at a time (playbooks/redeploy.yml): stage it while the old "
+            "release serves, cut over, gate on the verify checks (and --min-output-tps), and on failure restore "
+            "the previous release, verify it and stop the roll. Exit 1 names the host, the step and the cause.",
+        ),
+        "rollback": (
+            "put back the release each host served before",
+            "Put back the release each host served before its current one, and verify it (playbooks/rollback.yml).",
+        ),
         "verify": (
             "check the endpoint",
             "Check the endpoint: health, model list, chat, tool call (verify.yml).",
@@ -76,6 +88,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             parser.add_argument(
                 "--nodes", type=int, help="nodes to span (default: glm_nodes or the catalog's)"
             )
+        if command == "redeploy":
+            add_redeploy_arguments(parser)
+        if command in ("redeploy", "rollback"):
+            parser.add_argument(
+                "--serial",
+                default="1",
+                help="hosts moved at once: a count or a share such as 25%% (default 1)",
+            )
+            parser.add_argument(
+                "--break-host-lock",
+                action="store_true",
+                help="take the hosts' redeploy lock even when a run that died left it behind",
+            )
         parser.set_defaults(handler=run_command, command_name=command)
 
     status = subparsers.add_parser(
@@ -97,6 +122,58 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-n", "--last", type=int, default=20, help="show the last N runs (default 20; 0 = all)"
     )
     history.set_defaults(handler=show_history)
+
+
+def add_redeploy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--if-changed",
+        action="store_true",
+        help="resolve the release first and do nothing when it is the current one (what the schedule runs)",
+    )
+    parser.add_argument("--revision", help="model branch, tag or commit to serve (default: the inventory's)")
+    parser.add_argument("--engine-version", help="engine version to serve (default: the catalog's)")
+    parser.add_argument("--image", help="engine image to serve (container runtime)")
+    parser.add_argument("--model", help="catalog model to serve instead of the inventory's")
+    parser.add_argument("--engine", help="engine to serve instead of the inventory's")
+    parser.add_argument(
+        "--extra-arg",
+        action="append",
+        default=None,
+        metavar="ARG",
+        help="an engine argument added to the command line (repeat for several); replaces the inventory's",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="any other plan option, the value read as YAML (e.g. --set max_model_len=4096)",
+    )
+    parser.add_argument(
+        "--min-output-tps",
+        type=float,
+        help="after verify, benchmark and refuse the release below this many output tokens/s",
+    )
+
+
+def redeploy_target(args: argparse.Namespace) -> dict[str, Any]:
+    """The redeploy target from the command line's options."""
+    target: dict[str, Any] = {}
+    for option in getattr(args, "set", []) or []:
+        name, separator, value = option.partition("=")
+        if not separator or not name.strip():
+            raise InputError(f"--set takes OPTION=VALUE, got {option!r}", hint="e.g. --set max_model_len=4096")
+        try:
+            target[name.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as error:
+            raise InputError(f"--set {name}: the value is not YAML: {error}") from None
+    for name in ("revision", "engine_version", "image", "model", "engine"):
+        value = getattr(args, name, None)
+        if value is not None:
+            target[name] = value
+    if getattr(args, "extra_arg", None) is not None:
+        target["extra_args"] = list(args.extra_arg)
+    return target
 
 
 def _deployment(args: argparse.Namespace) -> Deployment:
@@ -216,6 +293,11 @@ def summary_text(outcome: RunOutcome) -> str:
             f"  {host}: ok={stats.get('ok', 0)} changed={stats.get('changed', 0)} "
             f"failed={stats.get('failures', 0)} unreachable={stats.get('unreachable', 0)}"
         )
+    for host, reported in entry.host_releases.items():
+        host_outcome = str(reported.get("outcome") or "")
+        if host_outcome:
+            took = f" (cut-over to healthy {reported['cutover_s']} s)" if reported.get("cutover_s") else ""
+            lines.append(f"  {host}: {host_outcome.replace('_', ' ')} release {reported.get('release_id')}{took}")
     if entry.release is not None:
         lines.append(f"  release {entry.release.release_id}: {entry.release.describe()}")
     if entry.artifact_dir:
@@ -231,6 +313,18 @@ def run_command(args: argparse.Namespace) -> int:
         if command == "deploy":
             handle = deployment.start(
                 command, if_changed=args.if_changed, limit=args.limit, on_event=display.handle
+            )
+        elif command in ("redeploy", "rollback"):
+            floor = getattr(args, "min_output_tps", None)
+            handle = deployment.start(
+                command,
+                to=redeploy_target(args) if command == "redeploy" else None,
+                serial=args.serial,
+                benchmark_floor={"output_throughput": floor} if floor is not None else None,
+                if_changed=getattr(args, "if_changed", False),
+                break_host_lock=args.break_host_lock,
+                limit=args.limit,
+                on_event=display.handle,
             )
         else:
             handle = deployment.start(command, limit=args.limit, on_event=display.handle)
@@ -302,6 +396,8 @@ def history_line(entry: HistoryEntry) -> str:
         line += f"\n    failed: {first.get('host')}: {first.get('task')}: {first.get('message', '')[:200]}"
     elif entry.error:
         line += f"\n    error: {entry.error.splitlines()[0][:200]}"
+    if entry.note:
+        line += f"\n    note: {entry.note[:300]}"
     return line
 
 

@@ -17,9 +17,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "schedule",
         help="install, list or remove a systemd timer that redeploys when the release changes",
         description="Install a systemd service + timer on this controller that runs "
-        "`glm-deploy deploy --if-changed -i INVENTORY` on a calendar. Policy file (YAML): name, inventory, "
+        "`glm-deploy redeploy --if-changed -i INVENTORY` on a calendar: staged, verified, rolled back on "
+        "failure, and only when the resolved release differs. Policy file (YAML): name, inventory, "
         "on_calendar, and optionally randomized_delay, environment_file (mode 0600, for HF_TOKEN / "
-        "GLM_API_KEY), state_dir, user.",
+        "GLM_API_KEY), state_dir, user, follow (revision / engine_version / image), serial, min_output_tps.",
     )
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--policy", type=Path, help="install the schedule a policy file describes")
