@@ -769,13 +769,14 @@ def _check_target(to: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(to)
 
 
-_SERIAL = re.compile(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)$")
+# How many hosts a roll moves at once: a positive count, or a share such as "25%" (also checked in schedules).
+SERIAL_PATTERN = re.compile(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)$")
 
 
 def _check_serial(serial: int | str) -> int | str:
     """How many hosts a roll moves at once: a positive count, or a share of the hosts such as "25%"."""
     text = str(serial).strip()
-    if isinstance(serial, bool) or not _SERIAL.match(text):
+    if isinstance(serial, bool) or not SERIAL_PATTERN.match(text):
         raise InputError(
             f"serial must be a positive number of hosts or a share such as 25%, got {serial!r}",
             hint="serial=1 (the default) moves one host at a time",

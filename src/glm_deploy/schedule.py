@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from glm_deploy import paths
+from glm_deploy.deployment import SERIAL_PATTERN
 from glm_deploy.errors import GlmDeployError, InputError
 
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
@@ -184,7 +185,7 @@ def load_policy(path: Path, *, project_dir: Path | None = None) -> SchedulePolic
     if any(not isinstance(value, str | int | float) or not str(value).strip() for value in follow.values()):
         raise InputError(f"policy {path}: every value under follow must be a non-empty string, got {follow!r}")
     serial = data.get("serial")
-    if serial is not None and not re.match(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)$", str(serial)):
+    if serial is not None and not SERIAL_PATTERN.match(str(serial)):
         raise InputError(
             f"policy {path}: serial {serial!r} must be a positive count of hosts or a share such as 25%"
         )
