@@ -96,6 +96,28 @@ class NativeSpec:
     source: str
 
 
+# What makes a warm-up worth running: `deepgemm` = the plan's FP8 GEMMs go through DeepGEMM's JIT (FP8 weights
+# on NVIDIA, the test preflight.gpu_needs uses), `always` = every plan of the engine.
+WARMUP_NEEDS = ("deepgemm", "always")
+
+
+@dataclass(frozen=True)
+class WarmupSpec:
+    """An engine's JIT warm-up: a precompile command (`launcher`, run before the cut-over with the server's own
+    flags) or, without one, environment that makes the engine's first start compile everything before serving."""
+
+    needs: str
+    launcher: tuple[str, ...]
+    drop_flags: tuple[str, ...]
+    host: str | None
+    port: int | None
+    timeout_s: int | None
+    caches: tuple[str, ...]
+    env: dict[str, str]
+    why: str
+    source: str
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     name: str
@@ -118,6 +140,7 @@ class EngineSpec:
     known_bad: tuple[KnownBad, ...]
     transformers_upgrades: tuple[TransformersUpgrade, ...]
     native: NativeSpec | None
+    warmup: WarmupSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -507,6 +530,8 @@ def _engine(name: str, reader: _Reader) -> EngineSpec:
     reader.text("launcher_source")
     reader.text("flag_names_source")
     reader.text("caches_source")
+    warmup_reader = reader.opt_sub("warmup")
+    warmup = _warmup(warmup_reader, flag_names, caches) if warmup_reader is not None else None
     return EngineSpec(
         name=name,
         display_name=reader.text("display_name"),
@@ -528,7 +553,54 @@ def _engine(name: str, reader: _Reader) -> EngineSpec:
         known_bad=tuple(_known_bad(entry) for entry in reader.entries("known_bad")),
         transformers_upgrades=upgrades,
         native=native,
+        warmup=warmup,
     )
+
+
+def _warmup(
+    reader: _Reader, flag_names: Mapping[str, str | None], caches: Mapping[str, tuple[str, ...]]
+) -> WarmupSpec:
+    needs = reader.text("needs")
+    if needs not in WARMUP_NEEDS:
+        raise CatalogError(f"catalog entry {reader.where}.needs is {needs!r}; known: {', '.join(WARMUP_NEEDS)}")
+    launcher = reader.str_list("launcher")
+    drop_flags = reader.str_list("drop_flags")
+    for key in drop_flags:
+        if key not in flag_names:
+            raise CatalogError(
+                f"catalog entry {reader.where}.drop_flags names {key!r}, which is not a key of the engine's "
+                f"flag_names ({', '.join(flag_names)})"
+            )
+    warmup_caches = reader.str_list("caches", required=True)
+    for kind in warmup_caches:
+        if kind not in caches:
+            raise CatalogError(
+                f"catalog entry {reader.where}.caches names {kind!r}, which is not one of the engine's caches "
+                f"({', '.join(caches)})"
+            )
+    spec = WarmupSpec(
+        needs=needs,
+        launcher=launcher,
+        drop_flags=drop_flags,
+        host=reader.opt_text("host"),
+        port=reader.opt_integer("port"),
+        timeout_s=reader.opt_integer("timeout_s"),
+        caches=warmup_caches,
+        env=reader.str_map("env"),
+        why=reader.text("why"),
+        source=reader.text("source"),
+    )
+    if launcher and (spec.host is None or spec.port is None or not spec.timeout_s or spec.timeout_s <= 0):
+        raise CatalogError(
+            f"catalog entry {reader.where} has a launcher, so it needs host, port and a positive timeout_s "
+            "(the precompile command starts a server of its own)"
+        )
+    if not launcher and not spec.env:
+        raise CatalogError(
+            f"catalog entry {reader.where} has neither a launcher (a precompile command) nor env (settings that "
+            "make the first start compile everything): it would warm nothing"
+        )
+    return spec
 
 
 def _positive(reader: _Reader, key: str) -> int:

@@ -66,6 +66,9 @@ TARGET_SETTINGS = ("model", "engine", "hardware", "nodes")
 # resolved to, the image digest pulled, the venv lock hash); the controller records them per host in the
 # history.
 RELEASE_FACT = "glm_release"
+# The server role's report of the host's JIT caches once the endpoint answers (server/tasks/caches.yml): per cache
+# kind its path, bytes, files and whether it is warm.
+CACHES_FACT = "glm_caches"
 
 
 def default_state_dir() -> Path:
@@ -154,10 +157,22 @@ class HostStatus:
     last_run_id: str | None = None
     last_finished_at: str | None = None
     release: Release | None = None
+    # The JIT caches by kind as the host last reported them (glm_caches), and the run that recorded them.
+    caches: dict[str, dict[str, Any]] | None = None
+    caches_run_id: str | None = None
+    caches_recorded_at: str | None = None
+
+    @property
+    def caches_warm(self) -> bool | None:
+        """Whether every JIT cache was warm at the last report; None when no report is recorded."""
+        if not self.caches:
+            return None
+        return all(bool(record.get("warm")) for record in self.caches.values())
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["release"] = self.release.to_dict() if self.release else None
+        data["caches_warm"] = self.caches_warm
         return data
 
 
@@ -413,6 +428,7 @@ class Deployment:
         hosts: list[HostStatus] = []
         for host in view.hosts:
             last = next((entry for entry in reversed(entries) if host in entry.hosts), None)
+            caches_entry = _host_caches_entry(entries, host)
             hosts.append(
                 HostStatus(
                     host=host,
@@ -422,6 +438,9 @@ class Deployment:
                     last_run_id=last.run_id if last else None,
                     last_finished_at=last.finished_at if last else None,
                     release=_host_release(entries, host),
+                    caches=dict(caches_entry.host_caches[host]) if caches_entry else None,
+                    caches_run_id=caches_entry.run_id if caches_entry else None,
+                    caches_recorded_at=caches_entry.finished_at if caches_entry else None,
                 )
             )
         return DeploymentStatus(
@@ -649,6 +668,7 @@ class Deployment:
                 return RunOutcome(command=command, entry=record_without_run("unchanged", release))
 
         host_releases: dict[str, dict[str, Any]] = {}
+        host_caches: dict[str, dict[str, Any]] = {}
 
         def collect(event: dict[str, Any]) -> None:
             data = event.get("event_data") or {}
@@ -657,6 +677,11 @@ class Deployment:
                 reported = facts.get(RELEASE_FACT)
                 if isinstance(reported, Mapping):
                     host_releases[str(data.get("host"))] = dict(reported)
+                caches = facts.get(CACHES_FACT)
+                if isinstance(caches, Mapping):
+                    host_caches[str(data.get("host"))] = {
+                        str(kind): dict(record) for kind, record in caches.items() if isinstance(record, Mapping)
+                    }
             on_event(event)
 
         result: RunResult | None = None
@@ -707,6 +732,7 @@ class Deployment:
             failures=[dataclasses.asdict(item) for item in result.failures] if result else [],
             release=release,
             host_releases=host_releases,
+            host_caches=host_caches,
             artifact_dir=str(result.artifact_dir) if result else None,
             error=str(failure) if failure is not None else None,
             controller=_controller(),
@@ -819,6 +845,14 @@ def _host_release(entries: list[HistoryEntry], host: str) -> Release | None:
             return Release.from_dict(reported)
         if entry.ok and host in entry.hosts and entry.release is not None:
             return entry.release
+    return None
+
+
+def _host_caches_entry(entries: list[HistoryEntry], host: str) -> HistoryEntry | None:
+    """The last deploy, redeploy or rollback in which `host` reported its JIT caches (fact glm_caches)."""
+    for entry in reversed(entries):
+        if entry.command in RELEASE_COMMANDS and entry.host_caches.get(host):
+            return entry
     return None
 
 

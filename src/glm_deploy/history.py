@@ -175,6 +175,9 @@ class HistoryEntry:
     failures: list[dict[str, str]] = field(default_factory=list)
     release: Release | None = None
     host_releases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per host, its JIT caches by kind (path, bytes, files, warm, since, release_id, warmed_by) as the server role
+    # reported them (fact glm_caches) after the endpoint answered; empty in entries written before it existed.
+    host_caches: dict[str, dict[str, Any]] = field(default_factory=dict)
     artifact_dir: str | None = None
     error: str | None = None
     controller: dict[str, Any] = field(default_factory=dict)

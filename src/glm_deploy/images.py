@@ -296,6 +296,9 @@ def _eligible(image: ImageSpec, *, vendor: str, model: str | None, gpu_arch: str
     if vendor == "amd":
         if not image.rocm or (gpu_arch is not None and image.archs and gpu_arch not in image.archs):
             return False
+    elif vendor == "cpu":
+        if image.cuda or image.rocm:
+            return False
     elif not image.cuda:
         return False
     # Images made for particular models (vLLM's glm52 tags) are never picked for other models.
@@ -383,6 +386,16 @@ def choose_image(
             hint=("images it lists: " + ", ".join(listed)) if listed else "give an explicit `image`",
         )
 
+    if vendor == "cpu":
+        best = max(candidates, key=lambda image: version_order(image.version))
+        return ImageChoice(
+            best.image,
+            None,
+            f"CPU image of {engine} {best.version}",
+            engine_version=best.version,
+            warnings=floating_warning(best),
+            spec=best,
+        )
     if vendor == "amd":
         best = max(candidates, key=lambda image: version_order(image.version))
         return ImageChoice(

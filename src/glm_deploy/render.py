@@ -175,6 +175,26 @@ class Explanation:
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """The JIT warm-up of a plan whose kernels compile at run time (DeepGEMM's FP8 GEMMs).
+
+    `nodes[rank]` is the precompile command the server role runs on that node before the cut-over, with the
+    server's own flags, while the plan's caches are cold; `nodes` is None when the engine has no such command and
+    its first start is the warm-up (`env`, also in every node's environment, tells it to compile everything before
+    it serves). `caches` are the cache kinds it fills, `cache_dirs` their directories (keys of `Plan.cache_kinds`).
+    """
+
+    kind: str  # "command" (a precompile step before the cut-over) or "first_start"
+    nodes: list[list[str]] | None
+    env: dict[str, str]
+    caches: list[str]
+    cache_dirs: list[str]
+    timeout_s: int | None
+    why: str
+    source: str
+
+
+@dataclass(frozen=True)
 class Plan:
     model: str
     model_display_name: str
@@ -215,6 +235,9 @@ class Plan:
     benchmark: dict[str, Any]
     explanations: list[Explanation]
     warnings: list[str]
+    # The engine's JIT cache directories by kind (deep_gemm, inductor, ...): `cache_dirs` without the HF home.
+    cache_kinds: dict[str, str] = dataclasses.field(default_factory=dict)
+    warmup: Warmup | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -442,6 +465,23 @@ def _argv_from_flags(flags: Flags) -> list[str]:
         if value is not True:
             argv.append(value)
     return argv
+
+
+def _replace_flags(argv: Sequence[str], replace: Mapping[str, str | None]) -> list[str]:
+    """`argv` with the value of each flag in `replace` swapped (or the flag and its value dropped for None)."""
+    words: list[str] = []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word in replace:
+            value = replace[word]
+            if value is not None:
+                words += [word, value]
+            index += 2  # every replaceable flag takes a value (host, port, name, config file)
+            continue
+        words.append(word)
+        index += 1
+    return words
 
 
 def _extra_flag_names(extra_args: Sequence[str]) -> list[str]:
@@ -893,7 +933,7 @@ class _Renderer:
 
     def caches(
         self, build: _EngineBuild, flags: Flags, tensor_parallel: int
-    ) -> tuple[dict[str, str], list[str]]:
+    ) -> tuple[dict[str, str], list[str], dict[str, str]]:
         """Cache directories keyed by image, GPU arch, tp and flags, so no plan reuses another's kernels."""
         not_kernel_flags = {
             self.names.get(key) for key in ("served_name", "host", "port", "revision", "tokenizer_revision")
@@ -914,12 +954,80 @@ class _Renderer:
         ).lower()
         cache_env: dict[str, str] = {"HF_HOME": self.options.hf_home}
         cache_dirs: list[str] = [self.options.hf_home]
+        cache_kinds: dict[str, str] = {}
         for kind_name, variables in self.engine.caches.items():
             path = f"{self.options.cache_root}/{kind_name}/{cache_key}"
             cache_dirs.append(path)
+            cache_kinds[kind_name] = path
             for variable in variables:
                 cache_env[variable] = path
-        return cache_env, cache_dirs
+        return cache_env, cache_dirs, cache_kinds
+
+    # ------------------------------------------------------------------ JIT warm-up
+
+    def uses_deepgemm(self) -> bool:
+        """FP8 GEMMs go through DeepGEMM's JIT on NVIDIA (the test preflight's gpu_needs.deepgemm makes)."""
+        return self.hardware.vendor == "nvidia" and self.model.precision == "fp8"
+
+    def warmup_env(self, env: dict[str, str]) -> None:
+        """The environment the engine's warm-up needs at every start (vLLM: compile everything first)."""
+        spec = self.engine.warmup
+        if spec is None or (spec.needs == "deepgemm" and not self.uses_deepgemm()):
+            return
+        env.update(spec.env)
+        for name in spec.env:
+            self.explanations[name] = f"{spec.why} ({spec.source})"
+
+    def warmup(
+        self, nodes: Sequence[NodePlan], launcher_prefix: str | None, cache_kinds: Mapping[str, str]
+    ) -> Warmup | None:
+        """The plan's warm-up: per node, the precompile command with the node's own flags (the launcher
+        swapped, the flags the catalog drops left out, its own loopback host and port); None when the engine has
+        none or the plan compiles nothing at run time. `launcher_prefix` is the venv's bin folder (native)."""
+        spec = self.engine.warmup
+        if spec is None or (spec.needs == "deepgemm" and not self.uses_deepgemm()):
+            return None
+        dirs = [cache_kinds[kind] for kind in spec.caches]
+        if not spec.launcher:
+            return Warmup(
+                kind="first_start",
+                nodes=None,
+                env=dict(spec.env),
+                caches=list(spec.caches),
+                cache_dirs=dirs,
+                timeout_s=None,
+                why=spec.why,
+                source=spec.source,
+            )
+        host, port = _present(spec.host, "warmup.host"), _present(spec.port, "warmup.port")
+        if port == self.options.port:
+            port += 1  # never the endpoint's own port: the release that serves may hold it
+        replace: dict[str, str | None] = {
+            str(self.names[key]): None for key in spec.drop_flags if self.names.get(key)
+        }
+        if self.engine.api_key.flag:
+            replace[self.engine.api_key.flag] = None  # the warm-up answers no one; its server needs no key
+        replace[str(self.names["host"])] = host
+        replace[str(self.names["port"])] = str(port)
+        launcher = list(spec.launcher)
+        if launcher_prefix is not None:
+            launcher[0] = f"{launcher_prefix}/{launcher[0]}"
+        skip = len(self.engine.launcher)
+        argvs = [[*launcher, *_replace_flags(node.argv[skip:], replace)] for node in nodes]
+        self.explanations[f"warmup {' '.join(spec.launcher)}"] = (
+            f"{spec.why}; the server role runs it before the cut-over while the caches are cold ({spec.source})"
+        )
+        timeout_s = _present(spec.timeout_s, "warmup.timeout_s")
+        return Warmup(
+            kind="command",
+            nodes=argvs,
+            env=dict(spec.env),
+            caches=list(spec.caches),
+            cache_dirs=dirs,
+            timeout_s=timeout_s,
+            why=spec.why,
+            source=spec.source,
+        )
 
     def common_env(self, env: dict[str, str], cache_env: dict[str, str], build: _EngineBuild) -> None:
         why = self.explanations
@@ -1063,13 +1171,17 @@ def render_plan(
     flags[str(renderer.names["port"])] = str(options.port)
     secret_env, secret_files = renderer.secrets(flags, served_name)
     renderer.check_extra_args(flags, extra_flags)
-    cache_env, cache_dirs = renderer.caches(build, flags, tensor_parallel)
+    cache_env, cache_dirs, cache_kinds = renderer.caches(build, flags, tensor_parallel)
     renderer.common_env(env, cache_env, build)
+    renderer.warmup_env(env)
     if build.native is not None:
         launcher = [f"{build.native['venv_path']}/bin/{engine_spec.launcher[0]}", *engine_spec.launcher[1:]]
     else:
         launcher = list(engine_spec.launcher)
     node_plans = renderer.nodes(node_count, launcher, flags, env)
+    warmup = renderer.warmup(
+        node_plans, f"{build.native['venv_path']}/bin" if build.native is not None else None, cache_kinds
+    )
     env_file = f"{CONFIG_ROOT}/{served_name}.env"
     container = None
     if runtime == "container":
@@ -1121,6 +1233,8 @@ def render_plan(
             if _shown(flag, node_plans, env)
         ],
         warnings=renderer.warnings,
+        cache_kinds=cache_kinds,
+        warmup=warmup,
     )
 
 
@@ -1144,6 +1258,6 @@ def _benchmark(hardware: HardwareSpec, model: str, engine: str, speculative: boo
 
 def _shown(flag: str, nodes: Sequence[NodePlan], env: Mapping[str, str]) -> bool:
     """Explain only what the plan holds: a flag of some node, an environment variable, or a docker option."""
-    if flag.startswith(("--ipc ", "--network ", "--volume ")):
+    if flag.startswith(("--ipc ", "--network ", "--volume ", "warmup ")):
         return True
     return flag in env or any(flag in node.argv or flag in node.env for node in nodes)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import yaml
 from ansible.plugins.filter.core import FilterModule as AnsibleCoreFilters
 from ansible_collections.glm.deploy.plugins.filter.systemd import FilterModule as SystemdFilters
 
@@ -59,9 +60,15 @@ def environment() -> jinja2.Environment:
     return env
 
 
+# The role's own defaults of the container runtime (plain values, no templating in them).
+ROLE_DEFAULTS = yaml.safe_load((COLLECTION / "roles" / "server" / "defaults" / "main.yml").read_text())
+CONTAINER_DEFAULTS = {k: v for k, v in ROLE_DEFAULTS.items() if k.startswith("server_container_")}
+
+
 def render_unit(plan: dict, rank: int, **extra: object) -> str:
     node = next(node for node in plan["nodes"] if node["rank"] == rank)
     variables = {
+        **CONTAINER_DEFAULTS,
         "ansible_managed": "Ansible managed: do not edit",
         "server_plan": plan,
         "server_node_rank": rank,

@@ -102,7 +102,10 @@ def test_images_have_versions_cuda_and_a_driver_minimum(catalog: Catalog) -> Non
             assert re.match(r"^[a-z0-9./-]+:[A-Za-z0-9._-]+$", image.image), image.image
             if image.version is not None:
                 parse_version(image.version)
-            assert (image.cuda is None) != (image.rocm is None), f"{image.image}: exactly one of cuda/rocm"
+            assert image.cuda is None or image.rocm is None, f"{image.image}: both cuda and rocm"
+            if image.cuda is None and image.rocm is None:
+                # A CPU image (the sandbox's): only for an engine none of whose images is a GPU one.
+                assert not any(other.cuda or other.rocm for other in engine.images), image.image
             if image.cuda:
                 assert image.cuda in catalog.cuda_driver_minimum
     assert catalog.cuda_driver_minimum == {"12.8": 570, "12.9": 575, "13.0": 580}

@@ -130,9 +130,9 @@ BAD_INPUTS = {
         ["--model", "glm-tiny", "--engine", "sglang", "--hardware", "cpu"],
         ["model 'glm-tiny' cannot run on engine 'sglang'", "engines for glm-tiny: vllm-cpu"],
     ),
-    "container runtime for the CPU engine": (
-        ["--model", "glm-tiny", "--engine", "vllm-cpu", "--hardware", "cpu", "--runtime", "container"],
-        ["runtime 'container' is not available for engine 'vllm-cpu'", "runtimes for vllm-cpu: native"],
+    "native runtime for a container-only engine": (
+        ["--model", "glm-5-fp8", "--engine", "sglang", "--hardware", "b200", "--runtime", "native"],
+        ["runtime 'native' is not available for engine 'sglang'", "runtimes for sglang: container"],
     ),
     "an image for the native runtime": (
         [

@@ -19,11 +19,11 @@ from typing import Any, TextIO
 
 import yaml
 
-from glm_deploy.deployment import Deployment, RunOutcome
+from glm_deploy.deployment import Deployment, HostStatus, RunOutcome
 from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
 from glm_deploy.history import HistoryEntry
 from glm_deploy.lock import describe_holder
-from glm_deploy.progress import ProgressRenderer, human_duration, parse_line
+from glm_deploy.progress import ProgressRenderer, human_bytes, human_duration, parse_line
 
 DEFAULT_INVENTORY = "inventories/sandbox"
 
@@ -381,8 +381,28 @@ def show_status(args: argparse.Namespace) -> int:
         )
         release = f"; serves {host.release.release_id}" if host.release else ""
         lines.append(f"  {host.host} ({host.address}): {last}{release}")
+        lines.append(f"    {caches_text(host)}")
     print("\n".join(lines))
     return 0
+
+
+def caches_text(host: HostStatus) -> str:
+    """`caches warm, 2.10 GiB in 1234 files: deep_gemm 2.00 GiB (warm-up), inductor 100 MiB (first start)`."""
+    if not host.caches:
+        return "JIT caches: not reported yet (recorded at the next deploy or redeploy)"
+    total_bytes = sum(int(record.get("bytes") or 0) for record in host.caches.values())
+    total_files = sum(int(record.get("files") or 0) for record in host.caches.values())
+    cold = sorted(kind for kind, record in host.caches.items() if not record.get("warm"))
+    state = "warm" if not cold else f"cold ({', '.join(cold)})"
+    kinds = []
+    for kind, record in sorted(host.caches.items()):
+        made = str(record.get("warmed_by") or "").replace("_", " ")
+        detail = f" ({made})" if record.get("warm") and made else "" if record.get("warm") else " (cold)"
+        kinds.append(f"{kind} {human_bytes(int(record.get('bytes') or 0))}{detail}")
+    return (
+        f"JIT caches {state}, {human_bytes(total_bytes)} in {total_files} files: {', '.join(kinds)} "
+        f"(at {host.caches_recorded_at}, run {host.caches_run_id})"
+    )
 
 
 def history_line(entry: HistoryEntry) -> str:
