@@ -12,13 +12,19 @@ expires, so a correct client always ends with the right bytes:
 `api_status` faults answer `status` to the next `times` requests under `/api/` (metadata calls).
 The server counts file bytes sent (`hub.stats.file_bytes_sent`) and keeps a log of every file request
 (`hub.file_log`) with its Range header, so tests can prove a resume was ranged and a re-run fetched nothing.
+
+`FaultyHub(root, tls=make_test_pki(directory))` serves HTTPS with a certificate for 127.0.0.1 and localhost
+signed by a certificate authority made for the test run: clients trust it by being given `pki.ca_file`, and a
+second, unrelated CA (`pki.other_ca_file`) stands for a wrong or missing trust setting.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import fnmatch
+import ipaddress
 import json
 import socket
 import threading
@@ -26,7 +32,12 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from glm_deploy.sandbox.hub import FileRequest, HubRequestHandler, HubServer, HubStore
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from glm_deploy.sandbox.hub import FileRequest, HubRequestHandler, HubServer, HubStore, server_ssl_context
 
 FaultKind = Literal["drop", "stall", "corrupt", "status", "api_status"]
 
@@ -151,10 +162,106 @@ class FaultyHandler(HubRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
 
-class FaultyHub(HubServer):
-    """A HubServer whose requests pass through `faults` first."""
+@dataclasses.dataclass(frozen=True)
+class HubPKI:
+    """PEM files for a test run's HTTPS: the server's certificate and key, the CA that signed them (what a
+    client must trust), and an unrelated CA (trusting it alone must make a client refuse the server)."""
 
-    def __init__(self, root: Path, **kwargs: object) -> None:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    other_ca_file: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _make_ca(common_name: str, now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def make_test_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> HubPKI:
+    """Write a fresh CA, a server certificate it signed for `hosts` (IP addresses and DNS names), and an
+    unrelated CA into `directory`. Keys are made for this run only and never leave it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, ca_cert = _make_ca("glm-deploy test CA", now)
+    _, other_cert = _make_ca("glm-deploy unrelated test CA", now)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki = HubPKI(
+        ca_file=directory / "ca.pem",
+        cert_file=directory / "server.pem",
+        key_file=directory / "server-key.pem",
+        other_ca_file=directory / "other-ca.pem",
+    )
+    pki.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.other_ca_file.write_bytes(other_cert.public_bytes(serialization.Encoding.PEM))
+    pki.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    pki.key_file.touch(mode=0o600)
+    pki.key_file.write_bytes(_key_pem(server_key))
+    return pki
+
+
+class FaultyHub(HubServer):
+    """A HubServer whose requests pass through `faults` first; HTTPS with the certificate of `tls` when given."""
+
+    def __init__(self, root: Path, *, tls: HubPKI | None = None, **kwargs: object) -> None:
+        if tls is not None:
+            kwargs["ssl_context"] = server_ssl_context(tls.cert_file, tls.key_file)
         super().__init__(HubStore(root), handler_class=FaultyHandler, **kwargs)  # type: ignore[arg-type]
         self.faults = FaultPlan()
         self.file_log: list[FileLogEntry] = []

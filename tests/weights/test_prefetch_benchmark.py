@@ -1,12 +1,15 @@
 """Benchmarks (select with `pytest -m benchmark`): prefetch throughput against parallel curl, and re-run cost.
 
-1. A few GB (4 GiB) in several shards served by the sandbox Hub server on loopback: hf_prefetch (8 workers,
-   sha256-verifying every byte before linking it) against 8 parallel `curl` processes fetching the same
-   files from the same server, and against curl followed by sha256sum (the same guarantee). The three run
-   ROUNDS times, alternating (and in a rotated order each round, so a load spike does not always hit the
-   same side); the medians count. Printed: each side's median throughput and runs, the ratio of the
-   medians, the median of the per-round ratios, client CPU seconds, and the load average before and after.
-   The ratio is printed, not asserted: on a shared machine it measures the neighbours too.
+1. A few GB (4 GiB) in several shards served on loopback by the sandbox Hub server, running in a process of
+   its own (as a real Hub shares no interpreter with its clients), once over HTTP and once over HTTPS (a
+   certificate made for the run; clients trust its CA through SSL_CERT_FILE and `curl --cacert`):
+   hf_prefetch (8 workers, sha256-verifying every byte before linking it) against 8 parallel `curl`
+   processes fetching the same files from the same server, and, over HTTP, against curl followed by
+   sha256sum (the same guarantee). The sides run ROUNDS times, alternating (in a rotated order each round, so
+   a load spike does not always hit the same side); the medians count. Printed: each side's median throughput
+   and runs, client and server CPU seconds, the ratio of the medians, the median of the per-round ratios,
+   and the load average before and after. The ratio is printed, not asserted: on a shared machine it
+   measures the neighbours too.
 2. The cost of a re-run over a cache holding hundreds of files, once with tiny files and once with ~1 GB,
    to show it depends on the file count, not on the bytes held.
 
@@ -17,17 +20,22 @@ tree (DIR/ansible_collections/glm/deploy), e.g. an older checkout, to compare en
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.equipment.hub_faults import FaultyHub
-from tests.weights.helpers import run_module
+from tests.equipment.hub_faults import FaultyHub, make_test_pki
+from tests.weights.helpers import REPO_ROOT, run_module
+
+from glm_deploy.sandbox.hub import HubStore
 
 pytestmark = pytest.mark.benchmark
 
@@ -50,29 +58,61 @@ def child_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def own_cpu_seconds() -> float:
-    """CPU time of this process, which during a transfer is the Hub server's (it serves from a thread here)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+class HubProcess:
+    """`python -m glm_deploy.sandbox.hub` serving `root`, in its own process; HTTPS when given a certificate."""
+
+    def __init__(self, root: Path, work: Path, tls: tuple[Path, Path] | None = None) -> None:
+        port_file = work / f"port-{'https' if tls else 'http'}"
+        argv = [sys.executable, "-m", "glm_deploy.sandbox.hub", "--root", str(root), "--port", "0"]
+        argv += ["--port-file", str(port_file)]
+        if tls is not None:
+            argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert self.process.poll() is None, f"the Hub server exited with {self.process.returncode}"
+            assert time.monotonic() < deadline, "the Hub server did not start listening in 30 s"
+            time.sleep(0.05)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{int(port_file.read_text())}"
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used (user + system)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
-def curl_all(urls: list[str], target: Path, *, verify: bool = False) -> float:
+@contextlib.contextmanager
+def hub_process(root: Path, work: Path, tls: tuple[Path, Path] | None = None) -> Iterator[HubProcess]:
+    server = HubProcess(root, work, tls)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def curl_all(urls: list[str], target: Path, *, verify: bool = False, cacert: Path | None = None) -> float:
     """Fetch every URL with its own curl process, all at once; with `verify`, each then runs sha256sum
     on its file (what a user of curl must add to get the guarantee hf_prefetch gives)."""
     target.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     processes = []
+    tls = ["--cacert", str(cacert)] if cacert is not None else []
     for index, url in enumerate(urls):
         output = str(target / f"{index}.bin")
-        argv = ["curl", "--silent", "--fail", "--output", output, url]
+        argv = ["curl", "--silent", "--fail", *tls, "--output", output, url]
         if verify:
             argv = [
                 "sh",
                 "-c",
-                'curl --silent --fail --output "$1" "$2" && sha256sum "$1" >/dev/null',
+                'out="$1"; shift; "$@" && sha256sum "$out" >/dev/null',
                 "sh",
                 output,
-                url,
+                *["curl", "--silent", "--fail", *tls, "--output", output, url],
             ]
         processes.append(subprocess.Popen(argv))
     codes = [process.wait() for process in processes]
@@ -99,81 +139,103 @@ def test_prefetch_throughput_against_parallel_curl(tmp_path: Path):
     source.mkdir()
     for index in range(1, SHARDS + 1):
         write_random(source / f"model-{index:05d}-of-{SHARDS:05d}.safetensors", shard_size)
+    store = HubStore(tmp_path / "store")
+    commit = store.publish_directory("zai-org/GLM-bench", source)
+    shutil.rmtree(source)
+    names = sorted(store.resolve("zai-org/GLM-bench", commit).files)
+    pki = make_test_pki(tmp_path / "pki")
+    collections = {"PYTHONPATH": os.environ["GLM_BENCH_COLLECTIONS"]} if "GLM_BENCH_COLLECTIONS" in os.environ else {}
+
     load_before = load_average()
-    times: dict[str, list[float]] = {"curl": [], "curl+sha256sum": [], "hf_prefetch": []}
-    cpu: dict[str, list[float]] = {side: [] for side in times}
-    server_cpu: dict[str, list[float]] = {side: [] for side in times}
-    module_times: list[float] = []
-    with FaultyHub(tmp_path / "store") as hub:
-        commit = hub.store.publish_directory("zai-org/GLM-bench", source)
-        shutil.rmtree(source)
-        names = sorted(hub.store.resolve("zai-org/GLM-bench", commit).files)
-        urls = [f"{hub.url}/zai-org/GLM-bench/resolve/{commit}/{name}" for name in names]
+    sides = ["curl", "curl+sha256sum", "hf_prefetch", "curl https", "hf_prefetch https"]
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
+    server_cpu: dict[str, list[float]] = {side: [] for side in sides}
+    module_times: dict[str, list[float]] = {"hf_prefetch": [], "hf_prefetch https": []}
+    with (
+        hub_process(store.root, tmp_path) as http,
+        hub_process(store.root, tmp_path, (pki.cert_file, pki.key_file)) as https,
+    ):
 
-        def curl(round_index: int) -> None:
+        def urls(server: HubProcess) -> list[str]:
+            return [f"{server.url}/zai-org/GLM-bench/resolve/{commit}/{name}" for name in names]
+
+        def curl(side: str, round_index: int) -> None:
             target = tmp_path / f"curl-{round_index}"
-            times["curl"].append(curl_all(urls, target))
+            secure = side.endswith("https")
+            times[side].append(
+                curl_all(
+                    urls(https if secure else http),
+                    target,
+                    verify="sha256sum" in side,
+                    cacert=pki.ca_file if secure else None,
+                )
+            )
             shutil.rmtree(target)
 
-        def curl_verified(round_index: int) -> None:
-            target = tmp_path / f"curl-sha-{round_index}"
-            times["curl+sha256sum"].append(curl_all(urls, target, verify=True))
-            shutil.rmtree(target)
-
-        def prefetch(round_index: int) -> None:
+        def prefetch(side: str, round_index: int) -> None:
             cache_dir = tmp_path / f"cache-{round_index}"
+            secure = side.endswith("https")
             started = time.perf_counter()
             run = run_module(
                 {
                     "repo": "zai-org/GLM-bench",
                     "revision": commit,
                     "cache_dir": str(cache_dir),
-                    "endpoint": hub.url,
+                    "endpoint": (https if secure else http).url,
                     "max_workers": SHARDS,
                 },
-                env={"PYTHONPATH": os.environ["GLM_BENCH_COLLECTIONS"]}
-                if "GLM_BENCH_COLLECTIONS" in os.environ
-                else None,
+                # The standard way to trust a CA, honoured by huggingface_hub's client and the module alike.
+                env={**collections, **({"SSL_CERT_FILE": str(pki.ca_file)} if secure else {})},
             )
-            times["hf_prefetch"].append(time.perf_counter() - started)
+            times[side].append(time.perf_counter() - started)
             assert not run.failed, run.output
             assert run.result["bytes_fetched"] == total_bytes
             assert run.result["files_verified"] == SHARDS
-            module_times.append(run.result["elapsed_s"])
+            module_times[side].append(run.result["elapsed_s"])
             shutil.rmtree(cache_dir)
 
-        sides = [("curl", curl), ("hf_prefetch", prefetch), ("curl+sha256sum", curl_verified)]
+        work: dict[str, Callable[[str, int], None]] = {
+            side: prefetch if side.startswith("hf_prefetch") else curl for side in sides
+        }
         for round_index in range(ROUNDS):
             for offset in range(len(sides)):
-                side, work = sides[(round_index + offset) % len(sides)]
-                before, server_before = child_cpu_seconds(), own_cpu_seconds()
-                work(round_index)
+                side = sides[(round_index + offset) % len(sides)]
+                server = https if side.endswith("https") else http
+                before, server_before = child_cpu_seconds(), server.cpu_seconds()
+                work[side](side, round_index)
                 cpu[side].append(child_cpu_seconds() - before)
-                server_cpu[side].append(own_cpu_seconds() - server_before)
+                server_cpu[side].append(server.cpu_seconds() - server_before)
     load_after = load_average()
 
     rate = {side: total_bytes / statistics.median(values) for side, values in times.items()}
-    round_ratios = [curl_time / mine for curl_time, mine in zip(times["curl"], times["hf_prefetch"], strict=True)]
 
     def runs(values: list[float]) -> str:
         return ", ".join(f"{value:.2f}s" for value in values)
 
+    def ratio(mine: str, theirs: str) -> str:
+        per_round = [other / own for other, own in zip(times[theirs], times[mine], strict=True)]
+        return (
+            f"{rate[mine] / rate[theirs]:.2f}  (per round: {', '.join(f'{value:.2f}' for value in per_round)}, "
+            f"median {statistics.median(per_round):.2f})"
+        )
+
     lines = [
         f"prefetch vs curl, {SHARDS} shards x {shard_size / MIB:.0f} MiB = {total_bytes / MIB:.0f} MiB, "
-        f"loopback, {ROUNDS} alternating rounds, medians",
+        f"loopback, Hub server in its own process, {ROUNDS} alternating rounds, medians",
         f"  load average (1/5/15 min) before {load_before}, after {load_after}, on {os.cpu_count()} CPUs",
     ]
-    for side in ("curl", "curl+sha256sum", "hf_prefetch"):
+    for side in sides:
         lines.append(
-            f"  {side + ' x' + str(SHARDS):<18}: {rate[side] / MIB:8.1f} MiB/s  (runs: {runs(times[side])}; "
+            f"  {side + ' x' + str(SHARDS):<21}: {rate[side] / MIB:8.1f} MiB/s  (runs: {runs(times[side])}; "
             f"client CPU {runs(cpu[side])}; server CPU {runs(server_cpu[side])})"
         )
+    for side, values in module_times.items():
+        lines.append(f"  {side} module's own elapsed (after interpreter start and imports): {runs(values)}")
     lines += [
-        f"  hf_prefetch module's own elapsed (after interpreter start and imports): {runs(module_times)}",
-        f"  ratio hf_prefetch/curl (medians)          : {rate['hf_prefetch'] / rate['curl']:.2f}"
-        f"  (per round: {', '.join(f'{value:.2f}' for value in round_ratios)}, "
-        f"median {statistics.median(round_ratios):.2f})",
-        f"  ratio hf_prefetch/(curl + sha256sum)      : {rate['hf_prefetch'] / rate['curl+sha256sum']:.2f}",
+        f"  ratio hf_prefetch/curl, http (medians)            : {ratio('hf_prefetch', 'curl')}",
+        f"  ratio hf_prefetch/(curl + sha256sum), http        : {ratio('hf_prefetch', 'curl+sha256sum')}",
+        f"  ratio hf_prefetch/curl, https (medians)           : {ratio('hf_prefetch https', 'curl https')}",
     ]
     print("\n" + "\n".join(lines))
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.equipment.hub_faults import Fault, FaultyHub
+from tests.equipment.hub_faults import Fault, FaultyHub, make_test_pki
 from tests.weights.helpers import REPO_ROOT, expected_digests, make_model_files, snapshot_digests
 
 TOKEN = "hf_roleTestTokenMustNeverBePrinted0987654321"
@@ -158,3 +158,30 @@ def test_role_installs_the_hub_client_offline_from_a_wheelhouse(hub: FaultyHub, 
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"weights_commit={commit}" in run.stdout
     assert (tmp_path / "venvs" / "wheelhouse-hub").is_dir()
+
+
+def test_role_downloads_over_https_trusting_weights_ca_bundle(tmp_path: Path, venv_dir: Path, monkeypatch):
+    """A mirror whose certificate an internal CA signed: the role copies weights_ca_bundle to the host and the
+    download trusts it (and only it: the system's CAs do not know this one)."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    pki = make_test_pki(tmp_path / "pki")
+    with FaultyHub(tmp_path / "hub-store", tls=pki) as hub:
+        files = make_model_files(5, [700_000])
+        commit = hub.store.publish("zai-org/GLM-tls", files)
+        variables = role_vars(hub, venv_dir, tmp_path, "zai-org/GLM-tls")
+        # Where the host keeps its copy; in the test, under this test's own folder.
+        variables["_weights_ca_bundle_remote"] = str(tmp_path / "host-ca-bundle.pem")
+
+        refused = play(tmp_path, variables)
+
+        assert refused.returncode != 0
+        assert f"TLS with the Hub at {hub.url} failed: certificate verify failed" in refused.stdout, refused.stdout
+
+        variables["weights_ca_bundle"] = str(pki.ca_file)
+        run = play(tmp_path, variables)
+
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"weights_commit={commit}" in run.stdout
+        assert (tmp_path / "host-ca-bundle.pem").read_bytes() == pki.ca_file.read_bytes()
+        assert snapshot_digests(tmp_path / "hf" / "hub", "zai-org/GLM-tls", commit) == expected_digests(files)

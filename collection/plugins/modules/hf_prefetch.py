@@ -98,6 +98,14 @@ options:
     description: JSON file rewritten every second with C(phase), C(bytes_done), C(bytes_total),
       C(rate_bytes_per_s), C(eta_s), C(files_done), C(files_total).
     type: path
+  ca_bundle:
+    description:
+      - PEM file of the certificate authorities trusted for HTTPS to O(endpoint) (and its redirects), used
+        instead of the system's, e.g. for a Hub mirror whose certificate an internal CA signed.
+      - When not given, the system's CAs are trusted, or those in the file named by the standard
+        C(SSL_CERT_FILE) environment variable. A certificate that is not trusted or not valid for the host
+        fails the module at once, before anything is written, with the TLS error in the message.
+    type: path
 author:
   - glm-deploy developers
 """
@@ -185,6 +193,7 @@ def main():
             free_space_reserve_bytes=dict(type="int", default=0),
             verify=dict(type="bool", default=False),
             progress_file=dict(type="path"),
+            ca_bundle=dict(type="path"),
         ),
         supports_check_mode=True,
     )

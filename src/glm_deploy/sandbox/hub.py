@@ -17,7 +17,8 @@ huggingface_hub raises the same exception types it raises against the real Hub.
 `HubRequestHandler.serve_file` is the one place a file's bytes are sent: test equipment subclasses the
 handler and overrides it to drop connections, stall, corrupt bytes or answer 429/500.
 
-Run it with `python -m glm_deploy.sandbox.hub --root DIR --host 127.0.0.1 --port 8080`.
+Run it with `python -m glm_deploy.sandbox.hub --root DIR --host 127.0.0.1 --port 8080`. With `--tls-cert` and
+`--tls-key` (or `HubServer(..., ssl_context=...)`) it speaks HTTPS instead, as the real Hub and a mirror do.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -304,12 +307,35 @@ class HubHTTPServer(ThreadingHTTPServer):
         store: HubStore,
         tokens: frozenset[str] | None,
         tree_page_size: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.store = store
         self.tokens = tokens
         self.tree_page_size = tree_page_size
         self.stats = ServerStats()
+        self.ssl_context = ssl_context
         super().__init__(address, handler_class)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        if self.ssl_context is not None:
+            # The handshake happens on the first read, in the connection's own thread, so a client that
+            # never completes it (or refuses the certificate) holds up no other connection.
+            connection = self.ssl_context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ssl.SSLError, ConnectionError, TimeoutError)):
+            # A client refusing the certificate, or hanging up: the client reports it, not the server.
+            logger.debug("connection from %s ended: %s", client_address, error)
+            return
+        super().handle_error(request, client_address)
 
 
 class HubRequestHandler(BaseHTTPRequestHandler):
@@ -476,7 +502,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             params = [(key, value) for key, value in urllib.parse.parse_qsl(raw_query) if key != "cursor"]
             params.append(("cursor", str(cursor + page_size)))
             host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
-            next_url = f"http://{host}{urllib.parse.urlsplit(self.path).path}?{urllib.parse.urlencode(params)}"
+            next_url = (
+                f"{self.server.scheme}://{host}{urllib.parse.urlsplit(self.path).path}?{urllib.parse.urlencode(params)}"
+            )
             headers["Link"] = f'<{next_url}>; rel="next"'
         self.send_json(method, page, extra_headers=headers)
 
@@ -560,7 +588,21 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return 0
         self.wfile.flush()
         with request.blob.open("rb") as handle:
-            sent = int(self.connection.sendfile(handle, offset, count))
+            if not isinstance(self.connection, ssl.SSLSocket):
+                sent = int(self.connection.sendfile(handle, offset, count))
+            else:
+                # TLS encrypts in this process: socket.sendfile would send 8 KiB per call; 1 MiB blocks
+                # keep the server's share of the CPU close to that of the encryption itself.
+                sent = 0
+                buffer = bytearray(_COPY_CHUNK)
+                view = memoryview(buffer)
+                handle.seek(offset)
+                while sent < count:
+                    got = handle.readinto(view[: min(_COPY_CHUNK, count - sent)])
+                    if not got:
+                        break
+                    self.connection.sendall(view[:got])
+                    sent += got
         self.server.stats.add_file_bytes(sent)
         return sent
 
@@ -659,10 +701,12 @@ class HubServer:
         tokens: Sequence[str] | None = None,
         handler_class: type[HubRequestHandler] = HubRequestHandler,
         tree_page_size: int = 1000,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`tokens`: when given, only these bearer tokens are accepted; when None, any token is (a sandbox
         has no accounts, yet gated repos still need *a* token). `tree_page_size` bounds tree pages (the Hub's
-        is 1000)."""
+        is 1000). `ssl_context`: a server-side context holding the certificate to serve HTTPS with (see
+        `server_ssl_context`); plain HTTP when None."""
         self.store = store
         self.httpd = HubHTTPServer(
             (host, port),
@@ -670,6 +714,7 @@ class HubServer:
             store,
             frozenset(tokens) if tokens is not None else None,
             tree_page_size,
+            ssl_context=ssl_context,
         )
         self._thread: threading.Thread | None = None
 
@@ -686,7 +731,7 @@ class HubServer:
         host = self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{self.httpd.scheme}://{host}:{self.port}"
 
     @property
     def stats(self) -> ServerStats:
@@ -717,6 +762,14 @@ class HubServer:
         traceback: types.TracebackType | None,
     ) -> None:
         self.close()
+
+
+def server_ssl_context(cert_file: Path | str, key_file: Path | str) -> ssl.SSLContext:
+    """A server-side TLS context serving the PEM certificate chain `cert_file` with its key `key_file`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return context
 
 
 def _parse_publish(value: str) -> tuple[str, Path]:
@@ -754,7 +807,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gated", action="store_true", help="mark the --publish repositories gated")
     parser.add_argument("--publish-only", action="store_true", help="publish, print the commits, and exit")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate (chain)")
+    parser.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together: give both for HTTPS, neither for HTTP")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
 
     args.root.mkdir(parents=True, exist_ok=True)
@@ -764,8 +821,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{repo_id} {args.branch} {sha}", flush=True)
     if args.publish_only:
         return 0
+    context = None
+    if args.tls_cert:
+        try:
+            context = server_ssl_context(args.tls_cert, args.tls_key)
+        except OSError as error:  # ssl.SSLError included
+            print(f"cannot load --tls-cert {args.tls_cert} / --tls-key {args.tls_key}: {error}", file=sys.stderr)
+            return 1
     try:
-        server = HubServer(store, args.host, args.port)
+        server = HubServer(store, args.host, args.port, ssl_context=context)
     except OSError as error:
         print(f"cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
