@@ -9,11 +9,12 @@ any build.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.equipment.playbook import run_playbook
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import PlanOptions, render_plan
@@ -97,27 +98,8 @@ def converge(tmp_path: Path, paths: dict[str, str], **extra: object) -> subproce
         "engine_image_transformers_minimum": "",
         **extra,
     }
-    env = dict(
-        os.environ,
-        FAKE_DOCKER_STATE=paths["state"],
-        ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
-        ANSIBLE_HOME=str(tmp_path / ".ansible"),
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        ANSIBLE_NOCOLOR="1",
-    )
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            str(tmp_path / "play.yml"),
-            "-e",
-            json.dumps(variables),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    return run_playbook(
+        tmp_path / "play.yml", home=tmp_path, variables=variables, env={"FAKE_DOCKER_STATE": paths["state"]}
     )
 
 

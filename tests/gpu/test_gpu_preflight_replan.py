@@ -13,17 +13,15 @@ first on PATH, so hosts of one play can report different drivers.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tests.equipment.playbook import run_playbook
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import PlanOptions, render_plan
 
-from .conftest import REPO
 from .test_gpu_facts_module import nvidia_stand_ins, stand_in
 
 # What the catalog runs for glm-5.1-fp8 / glm-5 on B200, per engine: the CUDA 12.x image on driver 570 (CUDA 12.8,
@@ -87,29 +85,12 @@ def run_play(tmp_path: Path, machines: list[str], plan: dict, glm_options: dict 
         "out_dir": str(out_dir),
         "glm_options": glm_options or {},
     }
-    env = dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
-        ANSIBLE_HOME=str(tmp_path / ".ansible"),
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        ANSIBLE_NOCOLOR="1",
-    )
-    completed = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(tmp_path / "inventory.ini"),
-            str(tmp_path / "play.yml"),
-            "-e",
-            json.dumps(variables),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    completed = run_playbook(
+        tmp_path / "play.yml",
+        home=tmp_path,
+        inventory=tmp_path / "inventory.ini",
+        variables=variables,
+        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
     )
     saved = {path.stem: json.loads(path.read_text()) for path in out_dir.glob("*.json")}
     return completed, saved

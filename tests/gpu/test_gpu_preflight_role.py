@@ -7,15 +7,14 @@ inside Ansible, the assert that stops the play, and the facts shared with later 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.equipment.playbook import run_playbook
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import PlanOptions, render_plan
 
-from .conftest import REPO
 from .test_gpu_facts_module import nvidia_stand_ins
 
 PLAYBOOK = """\
@@ -51,27 +50,12 @@ def run_role(tmp_path: Path, machine: str, plan: dict, docker: str = "docker-run
         "ansible_python_interpreter": sys.executable,
         **extra,
     }
-    env = dict(
-        os.environ,
-        PATH=f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
-        ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
-        ANSIBLE_HOME=str(tmp_path / ".ansible"),
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        ANSIBLE_NOCOLOR="1",
-    )
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            str(tmp_path / "play.yml"),
-            "-e",
-            json.dumps(variables),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
+    return run_playbook(
+        tmp_path / "play.yml",
+        home=tmp_path,
+        variables=variables,
+        env={"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin"},
         timeout=180,
-        check=False,
     )
 
 

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.equipment.playbook import run_playbook
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import PlanOptions, render_plan
@@ -130,32 +131,17 @@ class Nodes:
             "server_start_timeout_s": 12,
             **extra,
         }
-        env = dict(
-            os.environ,
-            PATH=f"{self.bin}:{ANSIBLE_BIN}:/usr/bin:/bin",
-            FAKE_SYSTEMD_STATE=str(self.state),
-            ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
-            ANSIBLE_HOME=str(self.tmp / ".ansible"),
-            ANSIBLE_FORKS="5",
-            ANSIBLE_LOCALHOST_WARNING="0",
-            ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-            ANSIBLE_NOCOLOR="1",
-        )
-        return subprocess.run(
-            [
-                str(ANSIBLE_BIN / "ansible-playbook"),
-                str(self.tmp / "play.yml"),
-                "-i",
-                str(self.tmp / "inventory.json"),
-                "-e",
-                json.dumps(variables),
-                *arguments,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        return run_playbook(
+            self.tmp / "play.yml",
+            home=self.tmp,
+            inventory=self.tmp / "inventory.json",
+            variables=variables,
+            env={
+                "PATH": f"{self.bin}:{ANSIBLE_BIN}:/usr/bin:/bin",
+                "FAKE_SYSTEMD_STATE": str(self.state),
+                "ANSIBLE_FORKS": "5",
+            },
+            args=arguments,
         )
 
     def calls(self) -> list[dict]:
@@ -327,28 +313,12 @@ def roll(tmp_path: Path, playbook: str, serial: str, **plan: object) -> subproce
     inventory = json.loads(json.dumps(REDEPLOY_INVENTORY))
     inventory["glm_servers"]["vars"].update({f"glm_{key}": value for key, value in plan.items()})
     (tmp_path / "inventory.json").write_text(json.dumps(inventory))
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
-        ANSIBLE_HOME=str(tmp_path / ".ansible"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOCALHOST_WARNING="0",
-    )
-    return subprocess.run(
-        [
-            str(ANSIBLE_BIN / "ansible-playbook"),
-            str(REPO / "playbooks" / playbook),
-            "-i",
-            str(tmp_path / "inventory.json"),
-            "--check",
-            "-e",
-            json.dumps({"glm_redeploy_serial": serial}),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    return run_playbook(
+        REPO / "playbooks" / playbook,
+        home=tmp_path,
+        inventory=tmp_path / "inventory.json",
+        variables={"glm_redeploy_serial": serial},
+        args=["--check"],
         cwd=REPO,
     )
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.equipment.playbook import run_playbook
 
 from glm_deploy.paths import project_root
 
@@ -20,16 +19,8 @@ LOCAL = "ansible_connection=local ansible_python_interpreter='{{ ansible_playboo
 def ansible_playbook(
     playbook: Path, inventory: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-i", inventory]
-    return subprocess.run(
-        command,
-        cwd=ROOT,  # ansible.cfg there puts ./collections (glm.deploy) on the collections path
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", **(env or {})},
-    )
+    # From the repository root, so that its ansible.cfg (the YAML callback, which folds long lines) applies.
+    return run_playbook(playbook, home=playbook.parent, inventory=inventory, env=env, cwd=ROOT)
 
 
 def test_lookups_print_the_plan_and_catalog(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.equipment.hub_faults import Fault, FaultyHub, make_test_pki
+from tests.equipment.playbook import run_playbook
 from tests.weights.helpers import REPO_ROOT, expected_digests, make_model_files, snapshot_digests
 
 TOKEN = "hf_roleTestTokenMustNeverBePrinted0987654321"
@@ -39,29 +39,18 @@ def play(tmp_path: Path, extra_vars: dict[str, object], *, check: bool = False) 
     playbook.write_text(PLAYBOOK)
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps(extra_vars))
-    argv = [
-        str(Path(sys.executable).parent / "ansible-playbook"),
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
-        "-v",
-        "-e",
-        f"@{vars_file}",
-        "-e",
-        f"ansible_python_interpreter={sys.executable}",
-        str(playbook),
-    ]
-    if check:
-        argv.append("--check")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "ANSIBLE_"))}
-    env.update(
-        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
-        ANSIBLE_HOME=str(tmp_path / "ansible-home"),
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_NOCOLOR="1",
+    # The role's variables (the token among them) go in a file, never on the command line.
+    return run_playbook(
+        playbook,
+        home=tmp_path,
+        inventory="localhost,",
+        variables={"ansible_python_interpreter": sys.executable},
+        args=["-c", "local", "-v", "-e", f"@{vars_file}", *(["--check"] if check else [])],
+        env={"ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"},
+        drop_env=("HF_", "ANSIBLE_"),
+        cwd=REPO_ROOT,
+        timeout=240,
     )
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=240, check=False)
 
 
 def role_vars(hub: FaultyHub, venv_dir: Path, tmp_path: Path, repo: str) -> dict[str, object]:
