@@ -51,6 +51,9 @@ def _inventory() -> dict[str, object]:
         group_vars["glm_sandbox_model_revisions"] = hub.get("revisions", {})
     if state.get("wheelhouse"):
         group_vars["glm_wheelhouse"] = state["wheelhouse"]
+    if state.get("image"):
+        # The hosts' own image: playbooks/sandbox_engine_image.yml builds the engine image on top of it.
+        group_vars["glm_sandbox_image"] = state["image"]
     return {
         "all": {"children": ["ungrouped", GROUP]},
         GROUP: {"hosts": sorted(hostvars), "vars": group_vars},

@@ -2,66 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from .scenario import run_scenario
 
 pytestmark = [pytest.mark.molecule, pytest.mark.sandbox]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SANDBOX_NAME = "glm-molecule"
-
 
 def test_default_scenario_passes() -> None:
-    molecule = shutil.which("molecule") or str(Path(sys.executable).parent / "molecule")
-    assert Path(molecule).exists(), "molecule is not installed: pip install -e '.[dev]'"
-    environment = {**os.environ, "GLM_DEPLOY_SANDBOX_NAME": SANDBOX_NAME}
-    # The sandbox provides what the scenario's host needs: the image, the Hub stand-in with the tiny model, and the
-    # engine wheelhouse. Its own host is not used (--hosts 0 is not offered, so one idles beside the scenario's).
-    up = subprocess.run(
-        [sys.executable, "-m", "glm_deploy.cli", "sandbox", "up"],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert up.returncode == 0, f"glm-deploy sandbox up failed:\n{up.stderr[-3000:]}"
-    try:
-        state = json.loads((REPO_ROOT / ".cache" / f"sandbox-{SANDBOX_NAME}" / "state.json").read_text())
-        environment.update(
-            GLM_MOLECULE_IMAGE=state["image"],
-            GLM_MOLECULE_HF_ENDPOINT=state["hub"]["url"],
-            GLM_MOLECULE_WHEELHOUSE=state["wheelhouse"],
-            PATH=os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")]),
-        )
-        run = subprocess.run(
-            [molecule, "test", "--scenario-name", "default"],
-            cwd=REPO_ROOT / "collection",
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=False,
-        )
-        output = run.stdout + run.stderr
-        # Molecule's closing summary can say "Successful" after a failed idempotence step: judge by the exit code.
-        assert run.returncode == 0, f"molecule test failed (rc {run.returncode}):\n{output[-8000:]}"
-        # The custom check-mode step (check.yml) ran and passed.
-        assert "Check that check mode passed and changed nothing" in output
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "glm_deploy.cli", "sandbox", "down"],
-            cwd=REPO_ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+    output = run_scenario("default", sandbox_name="glm-molecule")
+    # The custom check-mode step (check.yml) ran and passed.
+    assert "Check that check mode passed and changed nothing" in output
