@@ -17,6 +17,7 @@ import time
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+from ansible_collections.glm.deploy.plugins.plugin_utils.async_poll import async_status
 
 from glm_deploy.progress import human_bytes, human_duration
 
@@ -26,14 +27,6 @@ display = Display()
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("jid", "caches", "label", "poll_interval", "timeout", "output_lines"))
-
-    def _async_status(self, jid, mode, task_vars):
-        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
-        return self._execute_module(
-            module_name="ansible.legacy.async_status",
-            module_args={"jid": jid, "mode": mode, "_async_dir": async_dir},
-            task_vars=task_vars,
-        )
 
     def _measure(self, caches, task_vars):
         answer = self._execute_module(
@@ -68,7 +61,7 @@ class ActionModule(ActionBase):
         started = time.monotonic()
         last_line = None
         while True:
-            status = self._async_status(jid, "status", task_vars)
+            status = async_status(self, jid, "status", task_vars)
             if status.get("finished") or status.get("failed") or status.get("unreachable"):
                 break
             elapsed = time.monotonic() - started
@@ -87,7 +80,7 @@ class ActionModule(ActionBase):
                     "server_warmup_timeout_s, or set server_warmup: false to let the first start compile",
                 }
             time.sleep(interval)
-        self._async_status(jid, "cleanup", task_vars)
+        async_status(self, jid, "cleanup", task_vars)
         tail = [
             *(status.get("stdout") or "").splitlines()[-output_lines:],
             *(status.get("stderr") or "").splitlines()[-output_lines:],

@@ -18,6 +18,7 @@ import time
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+from ansible_collections.glm.deploy.plugins.plugin_utils.async_poll import async_status
 
 from glm_deploy.progress import Progress, format_line
 
@@ -27,14 +28,6 @@ display = Display()
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("jid", "progress_file", "label", "poll_interval", "timeout"))
-
-    def _async_status(self, jid, mode, task_vars):
-        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
-        return self._execute_module(
-            module_name="ansible.legacy.async_status",
-            module_args={"jid": jid, "mode": mode, "_async_dir": async_dir},
-            task_vars=task_vars,
-        )
 
     def _read_progress(self, path, task_vars):
         answer = self._execute_module(
@@ -72,7 +65,7 @@ class ActionModule(ActionBase):
         deadline = time.monotonic() + timeout
         last_line = None
         while True:
-            status = self._async_status(jid, "status", task_vars)
+            status = async_status(self, jid, "status", task_vars)
             # A job that ended, or a poll that failed (job file gone, host unreachable), ends the wait.
             if status.get("finished") or status.get("failed") or status.get("unreachable"):
                 break
@@ -92,7 +85,7 @@ class ActionModule(ActionBase):
                     "weights_async_timeout_s",
                 }
             time.sleep(interval)
-        self._async_status(jid, "cleanup", task_vars)
+        async_status(self, jid, "cleanup", task_vars)
         bookkeeping = ["ansible_job_id", "started", "finished", "results_file"]
         if not status.get("failed"):
             # Library warnings are noise on success; a failure keeps them (and any traceback).

@@ -1,0 +1,16 @@
+# Controller-side helper of the collection's wait actions (hf_prefetch_wait, cache_warmup_wait): both poll an async
+# job on the target the way ansible.builtin.async_status does.
+from __future__ import annotations
+
+from typing import Any
+
+
+def async_status(action: Any, jid: str, mode: str, task_vars: dict[str, Any]) -> dict[str, Any]:
+    """Run async_status for `jid` on the action's host (mode `status` or `cleanup`), in its async folder."""
+    async_dir = action._remote_expand_user(action.get_shell_option("async_dir", default="~/.ansible_async"))
+    result: dict[str, Any] = action._execute_module(
+        module_name="ansible.legacy.async_status",
+        module_args={"jid": jid, "mode": mode, "_async_dir": async_dir},
+        task_vars=task_vars,
+    )
+    return result
