@@ -12,6 +12,18 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _sandbox(command: str, environment: dict[str, str], *, timeout: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "glm_deploy.cli", "sandbox", command],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_scenario(scenario: str, sandbox_name: str) -> str:
     """`molecule test --scenario-name SCENARIO`; returns its output, failing the test on a non-zero exit."""
     molecule = shutil.which("molecule") or str(Path(sys.executable).parent / "molecule")
@@ -19,15 +31,7 @@ def run_scenario(scenario: str, sandbox_name: str) -> str:
     environment = {**os.environ, "GLM_DEPLOY_SANDBOX_NAME": sandbox_name}
     # The sandbox provides what the scenario's host needs: the image, the Hub stand-in with the tiny model, and the
     # engine wheelhouse. Its own host is not used (--hosts 0 is not offered, so one idles beside the scenario's).
-    up = subprocess.run(
-        [sys.executable, "-m", "glm_deploy.cli", "sandbox", "up"],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    up = _sandbox("up", environment, timeout=1800)
     assert up.returncode == 0, f"glm-deploy sandbox up failed:\n{up.stderr[-3000:]}"
     try:
         state = json.loads((REPO_ROOT / ".cache" / f"sandbox-{sandbox_name}" / "state.json").read_text())
@@ -51,12 +55,4 @@ def run_scenario(scenario: str, sandbox_name: str) -> str:
         assert run.returncode == 0, f"molecule test {scenario} failed (rc {run.returncode}):\n{output[-8000:]}"
         return output
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "glm_deploy.cli", "sandbox", "down"],
-            cwd=REPO_ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        _sandbox("down", environment, timeout=300)
