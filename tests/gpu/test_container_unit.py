@@ -16,6 +16,7 @@ import jinja2
 import pytest
 import yaml
 from ansible.plugins.filter.core import FilterModule as AnsibleCoreFilters
+from ansible_collections.glm.deploy.plugins.filter.container import FilterModule as ContainerFilters
 from ansible_collections.glm.deploy.plugins.filter.systemd import FilterModule as SystemdFilters
 
 from glm_deploy.catalog import load_catalog
@@ -56,7 +57,8 @@ def environment() -> jinja2.Environment:
     # Ansible's core filters (comment, combine, ...), except those that replace Jinja2's own (default):
     # Ansible's versions expect its templar's undefined markers.
     env.filters.update({k: f for k, f in AnsibleCoreFilters().filters().items() if k not in env.filters})
-    env.filters.update({f"glm.deploy.{name}": f for name, f in SystemdFilters().filters().items()})
+    for module in (SystemdFilters(), ContainerFilters()):
+        env.filters.update({f"glm.deploy.{name}": f for name, f in module.filters().items()})
     return env
 
 
