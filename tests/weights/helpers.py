@@ -58,7 +58,9 @@ def run_module(args: dict[str, Any], *, check_mode: bool = False, env: dict[str,
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
     try:
         child_env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGING"))}
-        child_env["PYTHONPATH"] = str(COLLECTIONS)
+        # The repository's collection first; a PYTHONPATH already set (a machine where Ansible was installed with
+        # pip --target, say) stays after it.
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(COLLECTIONS), os.environ.get("PYTHONPATH")]))
         child_env["HOME"] = str(args_file.parent)
         child_env.update(env or {})
         completed = subprocess.run(
