@@ -44,6 +44,10 @@ def test_second_run_changes_nothing_and_transfers_nothing(hub: FaultyHub, model:
     assert first.result["changed"] is True
     assert first.result["files_fetched"] == 5
     assert first.result["bytes_fetched"] == total_bytes(model)
+    # Each file in a forked worker process; the parent merged what they verified into one record (the re-run
+    # below hashes nothing, so all five are in it).
+    assert first.result["download_workers"] == "processes 5"
+    assert first.result["files_verified"] == 5
     assert (repo_folder(cache_dir) / "refs" / "main").read_text() == model.commit
 
     hub.stats.reset()
@@ -53,6 +57,7 @@ def test_second_run_changes_nothing_and_transfers_nothing(hub: FaultyHub, model:
     assert second.result["changed"] is False
     assert second.result["files_fetched"] == 0
     assert second.result["files_verified"] == 0, "a re-run re-hashed files it had verified before"
+    assert second.result["download_workers"] == "none"
     assert hub.stats.file_bytes_sent == 0
     assert hub.stats.requests.get("file-get", 0) == 0
     assert hub.stats.requests.get("file-head", 0) == 0
@@ -208,6 +213,17 @@ def test_xet_mode_falls_back_to_plain_http_where_the_hub_offers_no_xet(
 
     assert not run.failed, run.output
     assert run.result["files_fetched"] == 5
+    assert run.result["download_workers"] == "threads 5"  # huggingface_hub's Xet client runs its own threads
     assert snapshot_digests(cache_dir, REPO_ID, model.commit) == expected_digests(model.files)
     again = run_module(args_for(hub, cache_dir, xet=True))
     assert again.result["changed"] is False
+
+
+def test_one_worker_downloads_in_this_process(hub: FaultyHub, model: Published, cache_dir: Path):
+    run = run_module(args_for(hub, cache_dir, max_workers=1))
+
+    assert not run.failed, run.output
+    assert run.result["download_workers"] == "threads 1"
+    assert run.result["files_fetched"] == 5
+    assert snapshot_digests(cache_dir, REPO_ID, model.commit) == expected_digests(model.files)
+    assert run_module(args_for(hub, cache_dir)).result["files_verified"] == 0

@@ -30,6 +30,7 @@ import hashlib
 import http.client
 import json
 import mmap
+import multiprocessing
 import os
 import random
 import re
@@ -66,6 +67,8 @@ _PROGRESS_INTERVAL_S = 1.0
 _RATE_WINDOW_S = 20.0
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# The download a forked worker process works for (set in the parent just before the workers fork).
+_FORKED_JOB: Prefetch | None = None
 
 
 class PrefetchError(Exception):
@@ -447,6 +450,10 @@ class Prefetch:
             handlers.append(urllib.request.HTTPSHandler(context=context))
         self._opener = urllib.request.build_opener(*handlers)
         self._fetch_set: list[RemoteFile] = []
+        # In a forked download worker: verified blobs are handed back to the parent, which alone writes the marker.
+        self._in_worker = False
+        self.workers = "none"  # how the files were fetched: "processes N", "threads N" or "none"
+        self._verified_here: dict[str, Any] = {}
 
     # -- step 1: metadata ------------------------------------------------------------------------------------
     def resolve(self) -> None:
@@ -609,21 +616,29 @@ class Prefetch:
 
     def record_verified(self, item: RemoteFile, path: Path) -> None:
         stat = path.stat()
+        entry = {
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "inode": stat.st_ino,
+            "algorithm": "sha256" if item.sha256 else "git-sha1",
+            "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         with self._lock:
-            self._verified[item.etag] = {
-                "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns,
-                "inode": stat.st_ino,
-                "algorithm": "sha256" if item.sha256 else "git-sha1",
-                "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
             self.verified_now.append(item.name)
-            marker = self.repo_folder / VERIFIED_MARKER
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=marker.parent, prefix=".tmp-", delete=False) as handle:
-                json.dump({"version": 1, "blobs": self._verified}, handle, sort_keys=True)
-            os.chmod(handle.name, 0o644)
-            os.replace(handle.name, marker)
+            self._verified[item.etag] = entry
+            if self._in_worker:
+                self._verified_here[item.etag] = entry
+            else:
+                self._write_marker()
+
+    def _write_marker(self) -> None:
+        """Write the record of verified blobs (call with the lock held)."""
+        marker = self.repo_folder / VERIFIED_MARKER
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=marker.parent, prefix=".tmp-", delete=False) as handle:
+            json.dump({"version": 1, "blobs": self._verified}, handle, sort_keys=True)
+        os.chmod(handle.name, 0o644)
+        os.replace(handle.name, marker)
 
     def remove_bad(self, item: RemoteFile) -> None:
         """Take a wrong file out of the snapshot and the blob store, so only right bytes stay."""
@@ -654,21 +669,103 @@ class Prefetch:
     def fetch(self, to_fetch: list[RemoteFile]) -> None:
         self._fetch_set = sorted(to_fetch, key=lambda item: item.size, reverse=True)
         self._phase("downloading", files=self._fetch_set)
+        workers = min(self.settings.max_workers, len(self._fetch_set))
+        if workers > 1 and not self.settings.xet and hasattr(os, "fork"):
+            try:
+                stop = multiprocessing.get_context("fork").Event()
+            except (OSError, ImportError):  # no POSIX semaphores (a /dev/shm-less container): threads instead
+                pass
+            else:
+                self.workers = f"processes {workers}"
+                self._fetch_in_processes(workers, stop)
+                return
+        if self._fetch_set:
+            self.workers = f"threads {max(1, workers)}"
+        self._run_parallel(self._fetch_set, self._fetch_one)
+
+    def _fetch_one(self, item: RemoteFile) -> None:
         download = self._download_xet if self.settings.xet else self._download_http
 
-        def fetch_one(item: RemoteFile) -> None:
-            def attempt() -> bool:
-                if self._stop.is_set():
-                    raise PrefetchError("stopped")
-                return download(item)
+        def attempt() -> bool:
+            if self._stop.is_set():
+                raise PrefetchError("stopped")
+            return download(item)
 
-            transferred = self._with_retries(
-                f"downloading {item.name}", attempt, progress=lambda: self._usable_bytes(item)
-            )
-            with self._lock:
-                (self.fetched if transferred else self.linked).append(item.name)
+        transferred = self._with_retries(f"downloading {item.name}", attempt, progress=lambda: self._usable_bytes(item))
+        with self._lock:
+            (self.fetched if transferred else self.linked).append(item.name)
 
-        self._run_parallel(self._fetch_set, fetch_one)
+    def _fetch_in_processes(self, workers: int, stop: Any) -> None:
+        """Download over plain HTTP(S) in forked worker processes, one file at a time each.
+
+        Threads of one interpreter share its lock: measured on 16 cores, 8 threads moved 4 GiB at 2.2 GiB/s over
+        HTTP and 0.8 GiB/s over TLS (each TLS record of 16 KiB is a round through that lock) where 8 curls moved
+        7.6 and 5.1 GiB/s. Processes decrypt, write and hash in parallel. The parent keeps the progress (read from
+        the files' sizes), the record of verified blobs and the results; a failure stops the other workers from
+        starting new files (transfers in flight finish, their bytes are kept), as with threads.
+        """
+        global _FORKED_JOB  # noqa: PLW0603 - handed to the forked workers, which cannot take it as an argument
+        context = multiprocessing.get_context("fork")
+        threads_stop, self._stop = self._stop, stop  # a multiprocessing Event: seen by every worker process
+        _FORKED_JOB = self
+        errors: list[dict[str, Any]] = []
+        try:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = [pool.submit(_fetch_in_worker, index) for index in range(len(self._fetch_set))]
+                for future in concurrent.futures.as_completed(futures):
+                    try:
+                        outcome = future.result()
+                    except Exception as error:  # a worker died (killed, out of memory): no outcome to merge
+                        outcome = {"error": {"message": f"a download worker process failed: {_first_line(error)}"}}
+                    self._merge(outcome)
+                    if outcome.get("error"):
+                        self._stop.set()
+                        errors.append(outcome["error"])
+        finally:
+            _FORKED_JOB = None
+            if self._stop.is_set():
+                threads_stop.set()
+            self._stop = threads_stop
+        real = [error for error in errors if not error.get("stopped")]
+        if real:
+            raise PrefetchError(real[0]["message"], **real[0].get("details", {}))
+
+    def _merge(self, outcome: dict[str, Any]) -> None:
+        with self._lock:
+            self.fetched += outcome.get("fetched", [])
+            self.linked += outcome.get("linked", [])
+            self.bytes_fetched += outcome.get("bytes_fetched", 0)
+            self.verified_now += outcome.get("verified_now", [])
+            self.refetched_corrupt += outcome.get("refetched_corrupt", [])
+            self.retry_log += outcome.get("retry_log", [])
+            if outcome.get("verified"):
+                self._verified.update(outcome["verified"])
+                self._write_marker()
+
+    def run_in_worker(self, index: int) -> dict[str, Any]:
+        """In a forked worker: fetch one file and return what the parent records (never raises)."""
+        self._in_worker = True
+        self._lock = threading.Lock()  # the parent's may have been held by another thread at the fork
+        self.fetched, self.linked, self.verified_now, self.refetched_corrupt, self.retry_log = [], [], [], [], []
+        self.bytes_fetched = 0
+        self._verified_here = {}
+        error: dict[str, Any] | None = None
+        try:
+            self._fetch_one(self._fetch_set[index])
+        except PrefetchError as failure:
+            error = {"message": str(failure), "details": failure.details, "stopped": str(failure) == "stopped"}
+        except Exception as failure:  # reported to the parent, which fails the run with it
+            error = {"message": _first_line(failure)}
+        return {
+            "fetched": self.fetched,
+            "linked": self.linked,
+            "bytes_fetched": self.bytes_fetched,
+            "verified_now": self.verified_now,
+            "verified": self._verified_here,
+            "refetched_corrupt": self.refetched_corrupt,
+            "retry_log": self.retry_log,
+            "error": error,
+        }
 
     def _download_http(self, item: RemoteFile) -> bool:
         """One file over plain HTTP into `<blob>.incomplete`, kept across runs and resumed with Range.
@@ -1091,6 +1188,13 @@ class Prefetch:
             self.write_progress()
 
 
+def _fetch_in_worker(index: int) -> dict[str, Any]:
+    """Entry point of a forked download worker (module level, so the pool can name it)."""
+    if _FORKED_JOB is None:
+        raise RuntimeError("no download job in this worker process")
+    return _FORKED_JOB.run_in_worker(index)
+
+
 def write_ref(repo_folder: Path, revision: str, commit: str) -> bool:
     """Point refs/<revision> at the commit, as huggingface_hub does when it resolves a branch itself."""
     if _COMMIT.match(revision):
@@ -1182,6 +1286,7 @@ def run(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             bytes_fetched=job.bytes_fetched,
             files_verified=len(job.verified_now),
             files_refetched_corrupt=sorted(set(job.refetched_corrupt)),
+            download_workers=job.workers,
             retries_used=len(job.retry_log),
             retry_log=job.retry_log[-50:],
             elapsed_s=round(elapsed, 2),

@@ -153,6 +153,13 @@ files_verified:
   description: Files hashed by this run.
   type: int
   returned: when not in check mode
+download_workers:
+  description: >-
+    How the files were fetched: C(processes N) (plain HTTP and HTTPS downloads run in N forked worker processes,
+    so decryption, writing and hashing use N cores), C(threads N) (Xet, or a host without fork or POSIX
+    semaphores), or C(none) when nothing was fetched.
+  type: str
+  returned: when not in check mode
 retries_used:
   description: Retries this run needed; retry_log says why.
   type: int
