@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from tests.equipment.hub_faults import FaultyHub
 from tests.weights.helpers import (
     REPO_ID,
@@ -109,8 +110,12 @@ def test_a_new_revision_fetches_only_what_changed_and_keeps_the_old_commit(
     assert pinned.result["commit"] == model.commit
 
 
-def test_a_partial_file_from_an_interrupted_run_is_resumed(hub: FaultyHub, model: Published, cache_dir: Path):
-    # A run that was killed leaves `<blob>.incomplete`; the next run must continue it, not start over.
+@pytest.mark.parametrize("hash_aside", ["never", "always"])
+def test_a_partial_file_from_an_interrupted_run_is_resumed(
+    hub: FaultyHub, model: Published, cache_dir: Path, hash_aside: str
+):
+    # A run that was killed leaves `<blob>.incomplete`; the next run must continue it, not start over. Its bytes
+    # are hashed first: inline, or by the thread beside the transfer while the rest arrives.
     import hashlib
 
     shard = model.files[SHARD_1]
@@ -119,9 +124,10 @@ def test_a_partial_file_from_an_interrupted_run_is_resumed(hub: FaultyHub, model
     kept = 2 * 1024 * 1024
     (blobs / f"{hashlib.sha256(shard).hexdigest()}.incomplete").write_bytes(shard[:kept])
 
-    run = run_module(args_for(hub, cache_dir))
+    run = run_module(args_for(hub, cache_dir, hash_aside=hash_aside))
 
     assert not run.failed, run.output
+    assert run.result["hash_aside"] is (hash_aside == "always")
     assert run.result["bytes_fetched"] == total_bytes(model) - kept
     assert [entry.range_header for entry in hub.gets(SHARD_1)] == [f"bytes={kept}-"]
     assert snapshot_digests(cache_dir, REPO_ID, model.commit) == expected_digests(model.files)

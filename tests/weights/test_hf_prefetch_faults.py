@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from tests.equipment.hub_faults import Fault, FaultyHub
 from tests.weights.helpers import Published, expected_digests, run_module, snapshot_digests
 
@@ -12,10 +14,26 @@ SHARD_2 = "model-00002-of-00003.safetensors"  # 1,600,000 bytes
 SHARD_3 = "model-00003-of-00003.safetensors"  # 150,000 bytes
 
 
+_hash_aside = "never"
+
+
+@pytest.fixture(autouse=True, params=["never", "always"])
+def hash_aside(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every fault twice: files hashed in the transfer's thread, and in a thread beside it."""
+    global _hash_aside  # noqa: PLW0603 - read by prefetch() below, which every test calls
+    _hash_aside = request.param
+    yield request.param
+    _hash_aside = "never"
+
+
 def prefetch(hub: FaultyHub, model: Published, cache_dir: Path, **extra: object):
     args = {"repo": model.repo, "revision": "main", "cache_dir": str(cache_dir), "endpoint": hub.url}
+    args["hash_aside"] = _hash_aside
     args.update(extra)
-    return run_module(args)
+    run = run_module(args)
+    if "hash_aside" in run.result:
+        assert run.result["hash_aside"] is (_hash_aside == "always")
+    return run
 
 
 def resume_offset(range_header: str | None) -> int:

@@ -97,11 +97,13 @@ def test_downloads_over_https_trusting_ssl_cert_file(https_hub: FaultyHub, https
     assert snapshot_digests(cache_dir, REPO_ID, https_model.commit) == expected_digests(https_model.files)
 
 
-def test_dropped_https_transfer_resumes(https_hub: FaultyHub, https_model: Published, pki, tmp_path):
+@pytest.mark.parametrize("hash_aside", ["never", "always"])
+def test_dropped_https_transfer_resumes(https_hub: FaultyHub, https_model: Published, pki, tmp_path, hash_aside):
     cache_dir = tmp_path / "hf" / "hub"
     https_hub.faults.add(Fault("drop", filename=SHARD_1, at_byte=1_800_000))
 
-    run = prefetch(https_hub, cache_dir, ca_bundle=str(pki.ca_file))
+    run = prefetch(https_hub, cache_dir, ca_bundle=str(pki.ca_file), hash_aside=hash_aside)
+    assert run.result.get("hash_aside") is (hash_aside == "always")
 
     assert not run.failed, run.output
     assert snapshot_digests(cache_dir, REPO_ID, https_model.commit) == expected_digests(https_model.files)

@@ -72,6 +72,15 @@ options:
     description: Files downloaded at once.
     type: int
     default: 8
+  hash_aside:
+    description:
+      - Where each file's hash is computed while it downloads. V(never) hashes in the transfer's own thread;
+        V(always) in a second thread that follows the transfer through the page cache, so that hashing and
+        transfer overlap; V(auto) does that when the host has at least two usable CPUs per file downloaded at
+        once.
+    type: str
+    choices: [auto, always, never]
+    default: auto
   stall_timeout:
     description: Seconds without a byte after which a transfer counts as stalled and is resumed.
     type: float
@@ -160,6 +169,10 @@ download_workers:
     semaphores), or C(none) when nothing was fetched.
   type: str
   returned: when not in check mode
+hash_aside:
+  description: Whether the files were hashed in a thread beside their transfer (see the option).
+  type: bool
+  returned: when not in check mode
 retries_used:
   description: Retries this run needed; retry_log says why.
   type: int
@@ -194,6 +207,7 @@ def main():
             token=dict(type="str", no_log=True, fallback=(env_fallback, ["HF_TOKEN"])),
             xet=dict(type="bool", default=False),
             max_workers=dict(type="int", default=8),
+            hash_aside=dict(type="str", default="auto", choices=["auto", "always", "never"]),
             stall_timeout=dict(type="float", default=60),
             retries=dict(type="int", default=8),
             retry_backoff=dict(type="float", default=2),
