@@ -93,7 +93,9 @@ class ActionModule(ActionBase):
         result.update(status)
         result.update(elapsed_s=elapsed_s, output_tail=tail, changed=not status.get("failed"))
         if status.get("failed"):
-            command = " ".join(str(word) for word in status.get("cmd") or []) or "the warm-up command"
+            cmd = status.get("cmd") or []
+            # command's argv comes back as a list, shell's command line as one string
+            command = (cmd if isinstance(cmd, str) else " ".join(str(word) for word in cmd)) or "the warm-up command"
             result["msg"] = (
                 f"the JIT warm-up failed (rc {status.get('rc')}) after {human_duration(elapsed_s)}: {command}\n"
                 + "\n".join(tail)
