@@ -27,4 +27,4 @@ log "syntax check of site.yml against both inventories"
 ansible-playbook site.yml -i lambda --syntax-check
 ansible-playbook site.yml -i sandbox --syntax-check
 log "pytest"
-pytest "$@"
+pytest --durations=25 "$@"

@@ -27,7 +27,8 @@ def stand_in(bin_dir: Path, name: str, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def nvidia_stand_ins(bin_dir: Path, machine: str, docker: str = "docker-runtimes-nvidia.txt") -> None:
+def nvidia_smi_stand_in(bin_dir: Path, machine: str) -> None:
+    """An nvidia-smi that prints the fixtures of `machine` for the four calls gpu_facts makes."""
     folder = FIXTURES / machine
     stand_in(
         bin_dir,
@@ -41,6 +42,11 @@ def nvidia_stand_ins(bin_dir: Path, machine: str, docker: str = "docker-runtimes
 esac
 """,
     )
+
+
+def nvidia_stand_ins(bin_dir: Path, machine: str, docker: str = "docker-runtimes-nvidia.txt") -> None:
+    folder = FIXTURES / machine
+    nvidia_smi_stand_in(bin_dir, machine)
     stand_in(bin_dir, "systemctl", f'cat "{folder}/fabricmanager.txt"\n')
     stand_in(bin_dir, "docker", f'cat "{FIXTURES / "broken" / docker}"\n')
 

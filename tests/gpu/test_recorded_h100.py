@@ -18,7 +18,7 @@ from glm_deploy.preflight import gpu_preflight
 from glm_deploy.render import PlanOptions, render_plan
 
 from .conftest import FIXTURES, read_fixture
-from .test_gpu_facts_module import run_module, stand_in
+from .test_gpu_facts_module import nvidia_smi_stand_in, run_module, stand_in
 
 MACHINE = "h100-x1-recorded"
 RECORDED = json.loads((FIXTURES / MACHINE / "gpu_facts-result.json").read_text())
@@ -60,19 +60,7 @@ def test_full_q_report_holds_sections_the_reconstructions_left_out():
 def test_module_with_the_recorded_outputs_returns_the_recorded_gpu_facts(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    folder = FIXTURES / MACHINE
-    stand_in(
-        bin_dir,
-        "nvidia-smi",
-        f"""case "$1" in
-  --query-gpu=*) cat "{folder}/query.csv" ;;
-  -q) cat "{folder}/nvidia-smi-q.txt" ;;
-  nvlink) cat "{folder}/nvlink-s.txt" ;;
-  "") cat "{folder}/nvidia-smi.txt" ;;
-  *) echo "unexpected arguments: $*" >&2; exit 64 ;;
-esac
-""",
-    )
+    nvidia_smi_stand_in(bin_dir, MACHINE)
     # The recording machine had no systemd; this one may: make systemctl say the unit does not exist.
     stand_in(bin_dir, "systemctl", "echo LoadState=not-found; echo ActiveState=inactive; echo SubState=dead\n")
     result = run_module(bin_dir, tmp_path / "glm-deploy", "check_docker=false")
