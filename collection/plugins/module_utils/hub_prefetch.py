@@ -789,7 +789,7 @@ class Prefetch:
         context = multiprocessing.get_context("fork")
         threads_stop, self._stop = self._stop, stop  # a multiprocessing Event: seen by every worker process
         _FORKED_JOB = self
-        errors: list[dict[str, Any]] = []
+        errors: list[BaseException] = []
         try:
             with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                 futures = [pool.submit(_fetch_in_worker, index) for index in range(len(self._fetch_set))]
@@ -801,15 +801,13 @@ class Prefetch:
                     self._merge(outcome)
                     if outcome.get("error"):
                         self._stop.set()
-                        errors.append(outcome["error"])
+                        errors.append(PrefetchError(outcome["error"]["message"], **outcome["error"].get("details", {})))
         finally:
             _FORKED_JOB = None
             if self._stop.is_set():
                 threads_stop.set()
             self._stop = threads_stop
-        real = [error for error in errors if not error.get("stopped")]
-        if real:
-            raise PrefetchError(real[0]["message"], **real[0].get("details", {}))
+        _raise_first_failure(errors)
 
     def _merge(self, outcome: dict[str, Any]) -> None:
         with self._lock:
@@ -834,7 +832,7 @@ class Prefetch:
         try:
             self._fetch_one(self._fetch_set[index])
         except PrefetchError as failure:
-            error = {"message": str(failure), "details": failure.details, "stopped": str(failure) == "stopped"}
+            error = {"message": str(failure), "details": failure.details}
         except Exception as failure:  # reported to the parent, which fails the run with it
             error = {"message": _first_line(failure)}
         return {
@@ -1083,12 +1081,7 @@ class Prefetch:
                     # Let transfers in flight finish (their bytes are kept) but start no new ones.
                     self._stop.set()
                     errors.append(error)
-        real = [error for error in errors if not (isinstance(error, PrefetchError) and str(error) == "stopped")]
-        if real:
-            first = real[0]
-            if isinstance(first, PrefetchError):
-                raise first
-            raise PrefetchError(_first_line(first))
+        _raise_first_failure(errors)
 
     def _with_retries(self, what: str, call: Callable[[], Any], progress: Callable[[], int] | None = None) -> Any:
         """Call until it succeeds, a fatal error, or `retries` consecutive failed attempts that made no
@@ -1267,6 +1260,17 @@ class Prefetch:
     def progress_loop(self, finished: threading.Event) -> None:
         while not finished.wait(_PROGRESS_INTERVAL_S):
             self.write_progress()
+
+
+def _raise_first_failure(errors: list[BaseException]) -> None:
+    """Raise the first error of parallel downloads that is not another worker's "stopped" (which only follows
+    it), as a PrefetchError."""
+    real = [error for error in errors if not (isinstance(error, PrefetchError) and str(error) == "stopped")]
+    if real:
+        first = real[0]
+        if isinstance(first, PrefetchError):
+            raise first
+        raise PrefetchError(_first_line(first))
 
 
 def _usable_cpus() -> int:
