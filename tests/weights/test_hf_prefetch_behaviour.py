@@ -59,6 +59,7 @@ def test_second_run_changes_nothing_and_transfers_nothing(hub: FaultyHub, model:
     assert second.result["files_fetched"] == 0
     assert second.result["files_verified"] == 0, "a re-run re-hashed files it had verified before"
     assert second.result["download_workers"] == "none"
+    assert second.result["hash_aside"] is False
     assert hub.stats.file_bytes_sent == 0
     assert hub.stats.requests.get("file-get", 0) == 0
     assert hub.stats.requests.get("file-head", 0) == 0
@@ -215,11 +216,12 @@ def test_progress_file_ends_with_every_byte_counted(hub: FaultyHub, model: Publi
 def test_xet_mode_falls_back_to_plain_http_where_the_hub_offers_no_xet(
     hub: FaultyHub, model: Published, cache_dir: Path
 ):
-    run = run_module(args_for(hub, cache_dir, xet=True))
+    run = run_module(args_for(hub, cache_dir, xet=True, hash_aside="always"))
 
     assert not run.failed, run.output
     assert run.result["files_fetched"] == 5
     assert run.result["download_workers"] == "threads 5"  # huggingface_hub's Xet client runs its own threads
+    assert run.result["hash_aside"] is False  # its downloads are hashed after they end, whatever was asked
     assert snapshot_digests(cache_dir, REPO_ID, model.commit) == expected_digests(model.files)
     again = run_module(args_for(hub, cache_dir, xet=True))
     assert again.result["changed"] is False

@@ -750,7 +750,12 @@ class Prefetch:
         self._phase("downloading", files=self._fetch_set)
         workers = min(self.settings.max_workers, len(self._fetch_set))
         choice = self.settings.hash_aside
-        self.hash_aside = choice == "always" or (choice == "auto" and _usable_cpus() >= 2 * max(1, workers))
+        # Only the module's own transfers hash as they go; Xet downloads are hashed afterwards (hash_file).
+        self.hash_aside = (
+            workers > 0
+            and not self.settings.xet
+            and (choice == "always" or (choice == "auto" and _usable_cpus() >= 2 * workers))
+        )
         if workers > 1 and not self.settings.xet and hasattr(os, "fork"):
             try:
                 stop = multiprocessing.get_context("fork").Event()

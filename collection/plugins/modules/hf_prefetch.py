@@ -170,7 +170,9 @@ download_workers:
   type: str
   returned: when not in check mode
 hash_aside:
-  description: Whether the files were hashed in a thread beside their transfer (see the option).
+  description: >-
+    Whether the files fetched were hashed in a thread beside their transfer (see the option); false when nothing
+    was fetched or Xet fetched it (huggingface_hub's download is hashed after it ends).
   type: bool
   returned: when not in check mode
 retries_used:
