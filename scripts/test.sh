@@ -11,7 +11,7 @@ if [ "${CI:-}" = "true" ] || [ "${GLM_FRESH_VENV:-0}" = "1" ]; then
   rm -rf "$GLM_VENV"
 fi
 install_system_packages
-GLM_EXTRAS="dev,sandbox" install_venv
+GLM_EXTRAS="dev,sandbox,plot" install_venv
 export PATH="$GLM_VENV/bin:$PATH"
 export ANSIBLE_HOME="$GLM_ROOT/.ansible"
 
