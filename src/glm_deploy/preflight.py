@@ -142,6 +142,7 @@ def check_gpu_host(
     disk: Mapping[str, Any],
     docker: Mapping[str, Any],
     devices: Mapping[str, Any] | None = None,
+    health: Mapping[str, Any] | None = None,
     image_cuda: str | None = None,
     cuda_driver_minimum: Mapping[str, int] | None = None,
     known_hardware: Mapping[str, HardwareSpec] | None = None,
@@ -152,7 +153,8 @@ def check_gpu_host(
 ) -> list[Finding]:
     """Everything wrong with this host for this plan; an empty list means go ahead.
 
-    gpu, docker, devices, disk: the `gpu`, `docker`, `devices` and `disk` results of glm.deploy.gpu_facts.
+    gpu, docker, devices, disk, health: the `gpu`, `docker`, `devices`, `disk` and `health` results of
+    glm.deploy.gpu_facts; health None means facts from a gpu_facts that did not read it.
     disk may carry `weights_present_bytes` (weights already in the cache from an earlier run).
     fixers: roles of this play that run after the preflight and may fix what they own (e.g. "gpu_host").
     """
@@ -193,11 +195,20 @@ def check_gpu_host(
                 )
             )
     if count < wanted_per_node:
+        # A GPU that answers nvidia-smi only with errors is not counted; the host may well have enough GPUs.
+        readable = {entry.get("index") for entry in gpu.get("gpus", [])}
+        broken = [
+            str(entry.get("index"))
+            for entry in (health or {}).get("gpus") or []
+            if entry.get("errors") and entry.get("index") not in readable
+        ]
         findings.append(
             _finding(
                 "gpu_count",
-                f"this host has {count} GPU(s); the plan needs {wanted_per_node} per node on {nodes} node(s)",
-                f"use an instance with {wanted_per_node} GPUs ({hardware.display_name}), or a plan "
+                f"this host has {count} GPU(s); the plan needs {wanted_per_node} per node on {nodes} node(s)"
+                + (f" (GPU {', '.join(broken)} answers only with errors, see gpu_error)" if broken else ""),
+                (f"recover GPU {', '.join(broken)} (see gpu_error), or " if broken else "")
+                + f"use an instance with {wanted_per_node} GPUs ({hardware.display_name}), or a plan "
                 "with fewer "
                 "GPUs per node (more nodes, or a smaller/lower-precision model)",
                 fixers=fixers,
@@ -247,6 +258,7 @@ def check_gpu_host(
 
     if vendor == "nvidia" and hardware.vendor == "nvidia":
         findings += _nvidia_checks(gpu, hardware, image_cuda, cuda_driver_minimum or {}, fixers)
+        findings += _health_checks(health, fixers)
 
     if plan.get("runtime", "container") == "container":
         findings += _container_checks(vendor, docker, devices or {}, fixers)
@@ -346,6 +358,152 @@ def _nvidia_checks(
                 "check `nvidia-smi nvlink -s` and `nvidia-smi topo -m`; restart Fabric Manager or reboot",
                 fixers=fixers,
                 severity="error" if hardware.hgx_fabric_manager else "warning",
+            )
+        )
+    return findings
+
+
+def _reset_fix(index: int) -> str:
+    return (
+        f"stop every process on it and reset it (`sudo nvidia-smi -i {index} -r`) or reboot the host; "
+        "`sudo dmesg | grep -i xid` shows what happened, and if it comes back report the GPU to the provider"
+    )
+
+
+# Recovery actions the 570+ drivers report (NVML_GPU_RECOVERY_ACTION_*), with what each asks of the operator.
+_RECOVERY_FIXES = {
+    "reset": "reset",
+    "reboot": "reboot the host (the fault may have left the OS in an inconsistent state)",
+    "drain p2p": "stop every GPU process that uses peer-to-peer traffic, then read `nvidia-smi -q` again",
+    "drain and reset": "reset",
+}
+
+
+def _gpu_health_findings(entry: Mapping[str, Any], fixers: Collection[str]) -> list[Finding]:
+    """What makes this one GPU unusable for a whole-GPU CUDA workload although nvidia-smi lists it."""
+    index = int(entry.get("index", -1))
+    gpu = f"GPU {index}"
+    findings: list[Finding] = []
+    errors = entry.get("errors") or {}
+    if errors:
+        read = ", ".join(f"{field} = {value}" for field, value in sorted(errors.items()))
+        findings.append(
+            _finding(
+                "gpu_error",
+                f"{gpu}: nvidia-smi could not read it ({read}); the GPU is in an error state, as after an Xid error",
+                _reset_fix(index),
+                fixers=fixers,
+            )
+        )
+    current, pending = entry.get("mig_current"), entry.get("mig_pending")
+    if str(current).lower() == "enabled":
+        fix = f"run `sudo nvidia-smi -i {index} -mig 0`, then reset the GPU (`sudo nvidia-smi -i {index} -r`) or reboot"
+        if str(pending).lower() == "disabled":
+            fix = f"MIG is already set to turn off: reset the GPU (`sudo nvidia-smi -i {index} -r`) or reboot"
+        findings.append(
+            _finding(
+                "gpu_mig",
+                f"{gpu}: MIG mode is Enabled (pending {pending or 'unknown'}): CUDA sees MIG slices, not the full GPU",
+                fix,
+                fixers=fixers,
+            )
+        )
+    elif str(pending).lower() == "enabled":
+        findings.append(
+            _finding(
+                "gpu_mig",
+                f"{gpu}: MIG mode is {current or 'unknown'} but Enabled is pending: the next GPU reset or reboot "
+                "(the gpu_host role may reboot) splits it into MIG slices",
+                f"run `sudo nvidia-smi -i {index} -mig 0` before deploying",
+                fixers=fixers,
+            )
+        )
+    action = str(entry.get("recovery_action") or "none").strip().lower()
+    if entry.get("reset_required") or entry.get("drain_and_reset_recommended") or action in _RECOVERY_FIXES:
+        said = [
+            reason
+            for reason, present in (
+                ("reset required", entry.get("reset_required")),
+                ("drain and reset recommended", entry.get("drain_and_reset_recommended")),
+                (f"recovery action {entry.get('recovery_action')}", action in _RECOVERY_FIXES),
+            )
+            if present
+        ]
+        recovery = _RECOVERY_FIXES.get(action, "reset")
+        findings.append(
+            _finding(
+                "gpu_reset",
+                f"{gpu}: nvidia-smi reports {', '.join(said)}: an unrecoverable error occurred on it",
+                _reset_fix(index) if recovery == "reset" else recovery,
+                fixers=fixers,
+            )
+        )
+    if entry.get("remapped_rows_failure"):
+        findings.append(
+            _finding(
+                "gpu_memory_errors",
+                f"{gpu}: row remapping failed (more bad memory rows than spares); its memory is not reliable",
+                "the GPU needs replacing: report it to the provider and use another host",
+                fixers=fixers,
+            )
+        )
+    pending_repairs = [
+        what
+        for what, present in (
+            ("remapped memory rows", entry.get("remapped_rows_pending")),
+            ("memory pages to retire", entry.get("retired_pages_pending")),
+        )
+        if present
+    ]
+    if pending_repairs:
+        findings.append(
+            _finding(
+                "gpu_memory_errors",
+                f"{gpu}: {' and '.join(pending_repairs)} are pending after uncorrectable memory errors; the bad "
+                "memory stays in use until the GPU is reset",
+                f"reset the GPU (`sudo nvidia-smi -i {index} -r`) or reboot the host before deploying",
+                fixers=fixers,
+            )
+        )
+    uncorrectable = entry.get("uncorrectable_ecc_volatile")
+    if isinstance(uncorrectable, int) and uncorrectable > 0:
+        findings.append(
+            _finding(
+                "gpu_memory_errors",
+                f"{gpu}: {uncorrectable} uncorrectable ECC error(s) since the driver loaded",
+                f"read `nvidia-smi -i {index} -q -d ECC,ROW_REMAPPER,PAGE_RETIREMENT`; reset the GPU if a repair "
+                "is pending, and report it to the provider if the count keeps growing",
+                fixers=fixers,
+                severity="warning",
+            )
+        )
+    return findings
+
+
+def _health_checks(health: Mapping[str, Any] | None, fixers: Collection[str]) -> list[Finding]:
+    """Per-GPU health (MIG, reset required, memory repairs, error values) plus one note on what was not read."""
+    if health is None:
+        return [
+            _finding(
+                "gpu_health",
+                "GPU health (MIG mode, reset status, memory errors) was not read on this host",
+                "run the gpu_facts module of this collection version, or check `nvidia-smi -q` by hand",
+                fixers=fixers,
+                severity="warning",
+            )
+        ]
+    findings: list[Finding] = []
+    for entry in health.get("gpus") or []:
+        findings += _gpu_health_findings(entry, fixers)
+    unread = [str(note) for note in health.get("unread") or []]
+    if unread:
+        findings.append(
+            _finding(
+                "gpu_health",
+                f"could not read: {'; '.join(unread)}",
+                "check these by hand with `nvidia-smi -q`, or update the driver (newer nvidia-smi reports them)",
+                fixers=fixers,
+                severity="warning",
             )
         )
     return findings
@@ -527,6 +685,7 @@ def gpu_preflight(
         disk=host_facts.get("disk") or {},
         docker=host_facts.get("docker") or {},
         devices=host_facts.get("devices") or {},
+        health=host_facts.get("health"),
         image_cuda=image.cuda if image else None,
         cuda_driver_minimum=catalog.cuda_driver_minimum,
         known_hardware=catalog.hardware,

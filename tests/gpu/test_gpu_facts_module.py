@@ -28,13 +28,28 @@ def stand_in(bin_dir: Path, name: str, body: str) -> None:
 
 
 def nvidia_smi_stand_in(bin_dir: Path, machine: str) -> None:
-    """An nvidia-smi that prints the fixtures of `machine` for the four calls gpu_facts makes."""
+    """An nvidia-smi that prints the fixtures of `machine` for the calls gpu_facts makes.
+
+    Machines without health fixtures answer the health queries as a driver that knows none of their fields.
+    Where `query-health-refused.txt` exists, a health query asking for reset_status.* gets it (exit 2).
+    """
     folder = FIXTURES / machine
     stand_in(
         bin_dir,
         "nvidia-smi",
         f"""case "$1" in
-  --query-gpu=*) cat "{folder}/query.csv" ;;
+  --query-gpu=index,name,*) cat "{folder}/query.csv" ;;
+  --query-gpu=*reset_status*)
+    if [ -f "{folder}/query-health-refused.txt" ]; then cat "{folder}/query-health-refused.txt"; exit 2; fi
+    if [ -f "{folder}/query-health.csv" ]; then cat "{folder}/query-health.csv"; exit 0; fi
+    echo 'Field "mig.mode.current" is not a valid field to query.'; exit 2 ;;
+  --query-gpu=*)
+    if [ -f "{folder}/query-health.csv" ]; then cat "{folder}/query-health.csv"; exit 0; fi
+    echo 'Field "mig.mode.current" is not a valid field to query.'; exit 2 ;;
+  --query-remapped-rows=*)
+    if [ -f "{folder}/remapped-rows.csv" ]; then cat "{folder}/remapped-rows.csv"; exit 0; fi
+    if [ -f "{folder}/remapped-rows-refused.txt" ]; then cat "{folder}/remapped-rows-refused.txt"; fi
+    exit 2 ;;
   -q) cat "{folder}/nvidia-smi-q.txt" ;;
   nvlink) cat "{folder}/nvlink-s.txt" ;;
   "") cat "{folder}/nvidia-smi.txt" ;;

@@ -16,6 +16,8 @@ description:
   - Runs C(nvidia-smi) (query CSV, header, C(-q) fabric section, C(nvlink -s)) and C(systemctl show
     nvidia-fabricmanager.service) on NVIDIA hosts, or C(amd-smi static --json) (falling back to
     C(rocm-smi)) on AMD hosts, and returns structured facts.
+  - On NVIDIA hosts also reads each GPU's health (MIG mode, reset status, pages pending retirement, remapped
+    rows, error values); a field an older driver does not know is listed in C(health.unread), not fatal.
   - Also reports Docker's registered runtimes, the AMD device nodes and the free space where weights will
     live, so that one call gives the preflight checks everything they read.
   - Fails with the tool's own output quoted when a tool is missing, exits non-zero or prints something
@@ -63,22 +65,75 @@ gpu:
   returned: always
   type: dict
   contains:
-    vendor: {description: nvidia or amd, type: str}
-    count: {description: number of GPUs, type: int}
+    vendor:
+      description: C(nvidia) or C(amd).
+      type: str
+    count:
+      description: Number of GPUs the driver could read (a GPU that answers only with errors is in RV(health)).
+      type: int
     gpus:
       description: >-
-        one entry per GPU (index, name, memory_mib, driver_version, compute_capability or arch,
-        pci_bus_id)
+        One entry per GPU (index, name, memory_mib, driver_version, compute_capability or arch,
+        pci_bus_id).
       type: list
-    names: {description: distinct product names, type: list}
-    memory_mib: {description: memory of the smallest GPU in MiB, type: int}
-    driver_version: {description: driver version, type: str}
-    driver_major: {description: driver branch, type: int}
-    cuda_version: {description: highest CUDA version the driver supports (NVIDIA), type: str}
-    compute_capability: {description: compute capability (NVIDIA), type: str}
-    fabric_manager: {description: present, active and state of nvidia-fabricmanager.service, type: dict}
-    fabric_state: {description: n/a, completed, or the first unhealthy fabric state, type: str}
-    nvlink: {description: link counts from nvidia-smi nvlink -s, or null, type: dict}
+      elements: dict
+    names:
+      description: Distinct product names.
+      type: list
+      elements: str
+    memory_mib:
+      description: Memory of the smallest GPU in MiB.
+      type: int
+    driver_version:
+      description: Driver version.
+      type: str
+    driver_major:
+      description: Driver branch.
+      type: int
+    cuda_version:
+      description: Highest CUDA version the driver supports (NVIDIA).
+      type: str
+    compute_capability:
+      description: Compute capability (NVIDIA).
+      type: str
+    arch:
+      description: GPU architecture, such as C(gfx942) (AMD).
+      type: str
+    fabric_manager:
+      description: C(present), C(active) and C(state) of nvidia-fabricmanager.service.
+      type: dict
+    fabric_state:
+      description: C(n/a), C(completed), or the first unhealthy fabric state.
+      type: str
+    fabric_healthy:
+      description: Whether every GPU's NVLink fabric is trained; null where no GPU takes part in a fabric.
+      type: bool
+    fabric_unhealthy_gpus:
+      description: PCI bus ids of the GPUs whose fabric is not ready.
+      type: list
+      elements: str
+    nvlink:
+      description: Link counts from C(nvidia-smi nvlink -s); null where the GPUs have no NVLink.
+      type: dict
+health:
+  description: >-
+    Per-GPU health that makes a listed GPU unusable for a whole-GPU CUDA workload, read from
+    C(nvidia-smi --query-gpu), C(--query-remapped-rows), C(-q) and the default table (NVIDIA).
+  returned: always
+  type: dict
+  contains:
+    gpus:
+      description: >-
+        One entry per GPU with index, pci_bus_id, mig_current, mig_pending (C(Enabled)/C(Disabled)),
+        reset_required, drain_and_reset_recommended, retired_pages_pending, remapped_rows_pending,
+        remapped_rows_failure (booleans), recovery_action (text), uncorrectable_ecc_volatile (count), each
+        null where not reported, and errors (field -> the error nvidia-smi printed instead of a value).
+      type: list
+      elements: dict
+    unread:
+      description: What could not be read and why (an older driver that does not know a field, a failed query).
+      type: list
+      elements: str
 docker:
   description: present, runtimes, default_runtime, nvidia_runtime, error.
   returned: always
@@ -98,18 +153,27 @@ import stat  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.glm.deploy.plugins.module_utils.gpu_parse import (  # noqa: E402
+    NVIDIA_HEALTH_FIELDS,
     NVIDIA_QUERY_ARGS,
     GpuParseError,
     build_facts,
+    build_health,
+    nvidia_health_args,
+    nvidia_remapped_rows_args,
     parse_amd_smi_static,
     parse_docker_runtimes,
-    parse_nvidia_query,
+    parse_nvidia_health_query,
+    parse_nvidia_query_with_failures,
+    parse_nvidia_remapped_rows,
     parse_nvidia_smi_header,
     parse_nvidia_smi_q_fabric,
+    parse_nvidia_smi_q_values,
+    parse_nvidia_smi_table_errors,
     parse_nvlink_status,
     parse_rocm_smi,
     parse_systemctl_show,
     snippet,
+    unknown_query_field,
 )
 
 
@@ -117,8 +181,11 @@ class ToolFailed(Exception):
     pass
 
 
+LC_ALL = {"LC_ALL": "C"}
+
+
 def _run(module, argv):
-    rc, out, err = module.run_command(argv, environ_update={"LC_ALL": "C"})
+    rc, out, err = module.run_command(argv, environ_update=LC_ALL)
     if rc != 0:
         raise ToolFailed(
             "`%s` exited with %d; it printed: %s" % (" ".join(argv), rc, snippet((out or "") + (err or "")))
@@ -127,9 +194,12 @@ def _run(module, argv):
 
 
 def read_nvidia(module, nvidia_smi):
-    gpus = parse_nvidia_query(_run(module, [nvidia_smi, *NVIDIA_QUERY_ARGS]))
-    header = parse_nvidia_smi_header(_run(module, [nvidia_smi]))
-    fabric = parse_nvidia_smi_q_fabric(_run(module, [nvidia_smi, "-q"]))
+    """(gpu facts, health facts) of an NVIDIA host."""
+    gpus, failed = parse_nvidia_query_with_failures(_run(module, [nvidia_smi, *NVIDIA_QUERY_ARGS]))
+    table = _run(module, [nvidia_smi])
+    header = parse_nvidia_smi_header(table)
+    report = _run(module, [nvidia_smi, "-q"])
+    fabric = parse_nvidia_smi_q_fabric(report)
     systemctl = module.get_bin_path("systemctl")
     fabric_manager = {"present": False, "active": False, "state": "systemctl not found"}
     if systemctl:
@@ -150,8 +220,57 @@ def read_nvidia(module, nvidia_smi):
     nvlink = None
     if rc == 0 and out.strip():
         nvlink = parse_nvlink_status(out)
-    return build_facts(
+    facts = build_facts(
         "nvidia", gpus, header=header, fabric=fabric, fabric_manager=fabric_manager, nvlink=nvlink
+    )
+    return facts, read_nvidia_health(module, nvidia_smi, gpus, failed, table=table, report=report)
+
+
+def read_nvidia_health(module, nvidia_smi, gpus, failed, *, table, report):
+    """MIG mode, reset status, pending/failed memory repairs and error values of every GPU.
+
+    None of this may fail the module: an older nvidia-smi that refuses a field is asked again without it,
+    and whatever stays unread is listed in `unread` for the preflight to show.
+    """
+    unread = []
+    fields = list(NVIDIA_HEALTH_FIELDS)
+    query = {}
+    # Each refusal names one field, so this asks at most once per health field.
+    while len(fields) > 2:
+        rc, out, err = module.run_command([nvidia_smi, *nvidia_health_args(fields)], environ_update=LC_ALL)
+        refused = unknown_query_field((out or "") + (err or ""))
+        if rc != 0 and refused in fields[2:]:
+            fields.remove(refused)
+            continue
+        try:
+            if rc != 0:
+                raise ToolFailed("exited with %d" % rc)
+            query = parse_nvidia_health_query(out, tuple(fields))
+        except (GpuParseError, ToolFailed) as error:
+            unread.append(
+                "`nvidia-smi %s`: %s; it printed: %s"
+                % (" ".join(nvidia_health_args(fields)), error, snippet((out or "") + (err or "")))
+            )
+        break
+    remapped = {}
+    rc, out, err = module.run_command([nvidia_smi, *nvidia_remapped_rows_args()], environ_update=LC_ALL)
+    try:
+        if rc != 0:
+            raise ToolFailed("exited with %d" % rc)
+        remapped = parse_nvidia_remapped_rows(out)
+    except (GpuParseError, ToolFailed) as error:
+        unread.append(
+            "`nvidia-smi %s`: %s; it printed: %s"
+            % (" ".join(nvidia_remapped_rows_args()), error, snippet((out or "") + (err or "")))
+        )
+    return build_health(
+        gpus,
+        failed,
+        query=query,
+        remapped=remapped,
+        q_values=parse_nvidia_smi_q_values(report),
+        table_errors=parse_nvidia_smi_table_errors(table),
+        unread=unread,
     )
 
 
@@ -165,7 +284,7 @@ def read_amd(module, amd_smi, rocm_smi):
     facts = build_facts("amd", gpus)
     facts["fabric_state"] = "n/a"
     facts["fabric_manager"] = {"present": False, "active": False, "state": "not used on AMD"}
-    return facts
+    return facts, {"gpus": [], "unread": ["GPU health (partition mode, RAS errors) is not read on AMD hosts"]}
 
 
 def read_docker(module):
@@ -240,9 +359,9 @@ def main():
     rocm_smi = module.get_bin_path("rocm-smi") if vendor in ("auto", "amd") and not nvidia_smi else None
     try:
         if nvidia_smi:
-            gpu = read_nvidia(module, nvidia_smi)
+            gpu, health = read_nvidia(module, nvidia_smi)
         elif amd_smi or rocm_smi:
-            gpu = read_amd(module, amd_smi, rocm_smi)
+            gpu, health = read_amd(module, amd_smi, rocm_smi)
         else:
             wanted = {
                 "auto": "nvidia-smi, amd-smi or rocm-smi",
@@ -271,7 +390,7 @@ def main():
         return
     devices = {"kfd": os.path.exists("/dev/kfd"), "dri": os.path.isdir("/dev/dri")}
     disk = read_disk(module.params["disk_path"], module.params["weights_dir"])
-    module.exit_json(changed=False, gpu=gpu, docker=docker, devices=devices, disk=disk)
+    module.exit_json(changed=False, gpu=gpu, health=health, docker=docker, devices=devices, disk=disk)
 
 
 if __name__ == "__main__":
