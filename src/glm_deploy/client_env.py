@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from glm_deploy.errors import InputError
+from glm_deploy.validation import check_host, check_one_line, clip
 
 CLIENTS = ("claude-code", "openai")
 
@@ -76,7 +77,12 @@ def client_environment(
     """The environment for `client` to reach the endpoint at `address:port` serving `served_model_name`.
     `key_file` is where the API key is on this machine (None when the endpoint takes no key)."""
     if client not in CLIENTS:
-        raise InputError(f"unknown client {client!r}", hint=f"one of: {', '.join(CLIENTS)}")
+        raise InputError(f"unknown client {clip(client)}", hint=f"one of: {', '.join(CLIENTS)}")
+    # The address goes into a URL and the key file into `export` and comment lines a shell evals: a newline in
+    # either would start a command of its own.
+    check_host("--host", address[1:-1] if address.startswith("[") and address.endswith("]") else address)
+    if key_file is not None:
+        check_one_line("the API key file", str(key_file))
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
     root = f"{scheme}://{host}:{port}"
     notes: list[str] = []

@@ -30,6 +30,17 @@ from glm_deploy.catalog import (
 )
 from glm_deploy.errors import CatalogError, InputError
 from glm_deploy.images import DriverTooOldError, ImageChoice, NoImageError, choose_image, version_from_tag
+from glm_deploy.validation import (
+    COMMIT,
+    IMAGE_REFERENCE,
+    check_host,
+    check_one_line,
+    check_pattern,
+    check_revision,
+    clip,
+    control_character,
+    secret_flag,
+)
 from glm_deploy.versions import is_version, parse_version, version_at_least, version_matches
 
 _T = TypeVar("_T")
@@ -40,10 +51,19 @@ CONFIG_ROOT = "/etc/glm-deploy"
 # the host's own CUDA version through the option `cuda_version`.
 ASSUMED_HOST_CUDA = "12.8"
 DEFAULT_PORT = 8000
-_SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]+$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_CUDA = re.compile(r"^\d+\.\d+$")
+# Matched with fullmatch (validation.check_pattern): `$` would accept a trailing newline.
+_SERVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME: interface names or prefixes, `^` (exclude) or `=` (exact) first,
+# comma-separated.
+_INTERFACE = re.compile(r"[=^]?[A-Za-z0-9_.:-]{1,15}(?:,[=^]?[A-Za-z0-9_.:-]{1,15})*")
+_CUDA = re.compile(r"\d+\.\d+")
+# Absolute paths written into units, Environment= and --volume SOURCE:TARGET: no whitespace, no ':'.
+_PATH = re.compile(r"/[^\s:]{0,4095}")
+# No engine flag name comes near these; a longer one is a mistake that would otherwise surface only when the unit
+# starts (and fill its error line).
+_MAX_FLAG_CHARS = 100
+_MAX_ARGUMENT_CHARS = 16384
 
 
 @dataclass(frozen=True)
@@ -82,7 +102,7 @@ class PlanOptions:
         for name, value in data.items():
             if name not in known:
                 raise InputError(
-                    f"unknown plan option {name!r}",
+                    f"unknown plan option {clip(name)}",
                     hint=f"known options: {', '.join(sorted(known))}",
                 )
             if value is None:
@@ -99,32 +119,32 @@ _FLOAT_OPTIONS = ("mem_fraction",)
 def _coerce_option(name: str, value: Any) -> Any:
     if name in _INT_OPTIONS:
         if isinstance(value, bool) or not isinstance(value, int | str):
-            raise InputError(f"option {name} must be an integer, got {value!r}")
+            raise InputError(f"option {name} must be an integer, got {clip(value)}")
         try:
             return int(value)
         except ValueError:
-            raise InputError(f"option {name} must be an integer, got {value!r}") from None
+            raise InputError(f"option {name} must be an integer, got {clip(value)}") from None
     if name in _BOOL_OPTIONS:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "on", "false", "no", "off"):
             return value.lower() in ("true", "yes", "on")
-        raise InputError(f"option {name} must be true or false, got {value!r}")
+        raise InputError(f"option {name} must be true or false, got {clip(value)}")
     if name in _FLOAT_OPTIONS:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise InputError(f"option {name} must be a number, got {value!r}")
+            raise InputError(f"option {name} must be a number, got {clip(value)}")
         try:
             return float(value)
         except ValueError:
-            raise InputError(f"option {name} must be a number, got {value!r}") from None
+            raise InputError(f"option {name} must be a number, got {clip(value)}") from None
     if name == "extra_args":
         if isinstance(value, str):
             return tuple(shlex.split(value))
         if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
             return tuple(value)
-        raise InputError(f"option extra_args must be a list of strings, got {value!r}")
+        raise InputError(f"option extra_args must be a list of strings, got {clip(value)}")
     if not isinstance(value, str):
-        raise InputError(f"option {name} must be a string, got {value!r}")
+        raise InputError(f"option {name} must be a string, got {clip(value)}")
     return value
 
 
@@ -298,12 +318,12 @@ def _lookup(
     catalog: Catalog, model: str, engine: str, hardware: str
 ) -> tuple[ModelSpec, EngineSpec, HardwareSpec]:
     if model not in catalog.models:
-        raise InputError(f"unknown model {model!r}", hint=f"known models: {_known(list(catalog.models))}")
+        raise InputError(f"unknown model {clip(model)}", hint=f"known models: {_known(list(catalog.models))}")
     if engine not in catalog.engines:
-        raise InputError(f"unknown engine {engine!r}", hint=f"known engines: {_known(list(catalog.engines))}")
+        raise InputError(f"unknown engine {clip(engine)}", hint=f"known engines: {_known(list(catalog.engines))}")
     if hardware not in catalog.hardware:
         raise InputError(
-            f"unknown hardware {hardware!r}", hint=f"known hardware: {_known(list(catalog.hardware))}"
+            f"unknown hardware {clip(hardware)}", hint=f"known hardware: {_known(list(catalog.hardware))}"
         )
     return catalog.models[model], catalog.engines[engine], catalog.hardware[hardware]
 
@@ -388,7 +408,7 @@ def _check_nodes(
 def _check_version(model: ModelSpec, engine: EngineSpec, version: str, warnings: list[str]) -> None:
     if not is_version(version):
         raise InputError(
-            f"engine_version {version!r} is not a version",
+            f"engine_version {clip(version)} is not a version",
             hint="give digits and dots, e.g. 0.19.1 or 0.5.10",
         )
     bad = known_bad_for(engine, model, version)
@@ -488,6 +508,35 @@ def _extra_flag_names(extra_args: Sequence[str]) -> list[str]:
     return [arg.split("=", 1)[0] for arg in extra_args if arg.startswith("--")]
 
 
+def normalised_flag_is(argument: str, flag: str) -> bool:
+    """Whether `argument` sets `flag` in any spelling the engines accept (`_` for `-`, `--flag=value`)."""
+    return argument.startswith("--") and argument.split("=", 1)[0].replace("_", "-").lower() == flag
+
+
+def _check_text_options(options: PlanOptions) -> None:
+    """Refuse control characters in every text option and extra argument, before any other check reads them.
+
+    Every option's text reaches a unit, an env file or a command line, and systemd ends a unit-file line at LF, CR
+    and NUL: one such character would let a value add directives of its own. Walking all fields keeps an option
+    added later covered too.
+    """
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        if isinstance(value, str):
+            check_one_line(field.name, value)
+        elif isinstance(value, tuple):
+            for item in value:
+                check_one_line(field.name, str(item))
+
+
+def _check_rendered_text(plan_words: Sequence[str], what: str) -> None:
+    """The second wall: what the catalog put into the plan holds no control character either."""
+    for word in plan_words:
+        found = control_character(word)
+        if found is not None:
+            raise CatalogError(f"catalog inconsistency: {what} {clip(word)} holds the control character {found}")
+
+
 def _format_fraction(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") if value != 1 else "1.0"
 
@@ -531,7 +580,7 @@ class _Renderer:
         runtime = self.options.runtime or self.engine.runtimes[0]
         if runtime not in self.engine.runtimes:
             raise InputError(
-                f"runtime {runtime!r} is not available for engine {self.engine.name!r}",
+                f"runtime {clip(runtime)} is not available for engine {self.engine.name!r}",
                 hint=f"runtimes for {self.engine.name}: {_known(self.engine.runtimes)}",
             )
         return runtime
@@ -544,11 +593,14 @@ class _Renderer:
                 f"port {options.port} is out of range", hint="use a TCP port between 1 and 65535"
             )
         served_name = options.served_name or model.name
-        if not _SERVED_NAME.match(served_name):
-            raise InputError(
-                f"served_name {served_name!r} is not usable as a model and unit name",
-                hint="use letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit)",
-            )
+        check_pattern(
+            "served_name",
+            served_name,
+            _SERVED_NAME,
+            "usable as a model and unit name",
+            "use letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit)",
+        )
+        check_host("host", options.host)
         if options.mem_fraction is not None and not 0 < options.mem_fraction <= 1:
             raise InputError(
                 f"mem_fraction {options.mem_fraction} is out of range",
@@ -561,23 +613,31 @@ class _Renderer:
             )
         if options.max_num_seqs is not None and options.max_num_seqs < 1:
             raise InputError(f"max_num_seqs {options.max_num_seqs} must be at least 1")
-        for name, value in (
-            ("network_interface", options.network_interface),
-            ("head_address", options.head_address),
-        ):
-            if value is not None and not _TOKEN.match(value):
-                raise InputError(f"{name} {value!r} is not a plain interface name or address")
-        if options.cuda_version is not None and not _CUDA.match(options.cuda_version):
-            raise InputError(
-                f"cuda_version {options.cuda_version!r} is not MAJOR.MINOR", hint="e.g. 12.8 or 13.0"
+        if options.network_interface is not None:
+            check_pattern(
+                "network_interface",
+                options.network_interface,
+                _INTERFACE,
+                "a plain interface name or list",
+                "an interface name or prefix such as eth1, or a list such as ^docker,lo",
             )
+        if options.head_address is not None:
+            check_host("head_address", options.head_address)
+        if options.cuda_version is not None:
+            check_pattern("cuda_version", options.cuda_version, _CUDA, "MAJOR.MINOR", "e.g. 12.8 or 13.0")
         for name, path in (("hf_home", options.hf_home), ("cache_root", options.cache_root)):
-            if not path.startswith("/") or any(ch in path for ch in " \t\n:"):
-                raise InputError(f"{name} {path!r} must be an absolute path without spaces or ':'")
-        if options.kv_cache_dtype is not None and not _TOKEN.match(options.kv_cache_dtype):
-            raise InputError(
-                f"kv_cache_dtype {options.kv_cache_dtype!r} is not a dtype name",
-                hint="e.g. auto, fp8, fp8_e4m3",
+            check_pattern(name, path, _PATH, "an absolute path without whitespace or ':'")
+        if options.kv_cache_dtype is not None:
+            check_pattern(
+                "kv_cache_dtype", options.kv_cache_dtype, _TOKEN, "a dtype name", "e.g. auto, fp8, fp8_e4m3"
+            )
+        if options.image is not None:
+            check_pattern(
+                "image",
+                options.image,
+                IMAGE_REFERENCE,
+                "an image reference",
+                "e.g. vllm/vllm-openai:v0.19.1 or registry:5000/name@sha256:<digest>",
             )
         for option_name, key in (
             ("mem_fraction", "mem_fraction"),
@@ -601,16 +661,26 @@ class _Renderer:
                 f"option index_cache is not available for {model.name} on {engine.name}: {reason}",
                 hint="drop index_cache",
             )
-        extra_flags = _extra_flag_names(options.extra_args)
-        for flag in extra_flags:
-            if flag.startswith("--api-key") or flag == "--config":
+        for argument in options.extra_args:
+            flag_name = argument.split("=", 1)[0] if argument.startswith("--") else ""
+            if len(flag_name) > _MAX_FLAG_CHARS or len(argument) > _MAX_ARGUMENT_CHARS:
                 raise InputError(
-                    f"extra_args must not carry {flag}: secrets never go on a command line",
+                    f"extra_args {clip(argument)} is longer than an engine flag or value can be",
+                    hint=f"flag names up to {_MAX_FLAG_CHARS} characters, arguments up to {_MAX_ARGUMENT_CHARS}",
+                )
+            secret = secret_flag(argument)
+            if secret is not None or normalised_flag_is(argument, "--config"):
+                raise InputError(
+                    f"extra_args must not carry {clip(argument.split('=', 1)[0], 40, quote=False)} "
+                    f"({secret or '--config'}): secrets never go on a command line",
                     hint="the API key comes from glm_api_key (an EnvironmentFile / config file of mode 0600)",
                 )
+        extra_flags = _extra_flag_names(options.extra_args)
+        for flag in extra_flags:
             if flag.startswith("--speculative"):
                 raise InputError(
-                    f"extra_args sets {flag}, which conflicts with the catalog's speculative decoding",
+                    f"extra_args sets {clip(flag, 40, quote=False)}, "
+                    "which conflicts with the catalog's speculative decoding",
                     hint="use the option speculative (true/false) instead",
                 )
         return served_name, extra_flags
@@ -764,10 +834,8 @@ class _Renderer:
     # ------------------------------------------------------------------ flags
 
     def revision(self) -> tuple[str, bool]:
-        revision = self.options.revision or self.model.revision
-        if not revision or any(ch.isspace() for ch in revision):
-            raise InputError(f"revision {revision!r} is not a branch, tag or commit")
-        pinned = bool(_COMMIT.match(revision))
+        revision = check_revision("revision", self.options.revision or self.model.revision)
+        pinned = bool(COMMIT.fullmatch(revision))
         if not pinned:
             self.warnings.append(
                 f"revision {revision!r} of {self.model.hf_repo} is a branch or tag, not a 40-hex commit: "
@@ -925,7 +993,8 @@ class _Renderer:
             if flag in flags:
                 where = f"option {option_for_flag[flag]}" if flag in option_for_flag else "the catalog"
                 raise InputError(
-                    f"extra_args sets {flag}, which the plan already renders as {flags[flag]!r}",
+                    f"extra_args sets {clip(flag, 40, quote=False)}, "
+                    f"which the plan already renders as {clip(flags[flag])}",
                     hint=f"set it through {where} instead of extra_args, or drop it",
                 )
 
@@ -1156,6 +1225,7 @@ def render_plan(
 ) -> Plan:
     """Render the deployment plan, or raise InputError naming what cannot work and what would."""
     options = options or PlanOptions()
+    _check_text_options(options)
     renderer = _Renderer(catalog, model, engine, hardware, options)
     model_spec, engine_spec, hardware_spec = renderer.model, renderer.engine, renderer.hardware
     node_count = _check_nodes(catalog, model_spec, hardware_spec, engine_spec, nodes)
@@ -1179,6 +1249,10 @@ def render_plan(
     else:
         launcher = list(engine_spec.launcher)
     node_plans = renderer.nodes(node_count, launcher, flags, env)
+    for node_plan in node_plans:
+        _check_rendered_text(node_plan.argv, f"node {node_plan.rank} argv word")
+        _check_rendered_text([*node_plan.env, *node_plan.env.values()], f"node {node_plan.rank} environment")
+    _check_rendered_text([*cache_env, *cache_env.values()], "cache environment")
     warmup = renderer.warmup(
         node_plans, f"{build.native['venv_path']}/bin" if build.native is not None else None, cache_kinds
     )

@@ -40,13 +40,27 @@ import yaml
 from glm_deploy import paths
 from glm_deploy.deployment import SERIAL_PATTERN
 from glm_deploy.errors import GlmDeployError, InputError
+from glm_deploy.systemd_text import specifiers_literal, systemd_command_line, systemd_environment
+from glm_deploy.validation import (
+    IMAGE_REFERENCE,
+    check_one_line,
+    check_pattern,
+    check_revision,
+    clip,
+)
+from glm_deploy.versions import is_version
 
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 UNIT_PREFIX = "glm-deploy-"
 # The first line of every unit glm-deploy writes: --list and --remove touch no other file.
 MARKER = "# Written by `glm-deploy schedule`"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_DURATION = re.compile(r"^[0-9]+(us|ms|s|sec|m|min|h|hr|d|w)?$")
+# Matched with fullmatch: `$` would also accept a trailing newline, which ends a unit-file line.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_DURATION = re.compile(r"[0-9]{1,12}(us|ms|s|sec|m|min|h|hr|d|w)?")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# What systemd.time(7) calendar events are written with: weekday and month names, digits, `*`, `-`, `:`, `/`,
+# `,`, `..`, `~`, spaces and a time zone such as Europe/Berlin or UTC. `systemd-analyze verify` checks the rest.
+_CALENDAR = re.compile(r"[A-Za-z0-9 ,.:*/~+_-]{1,200}")
 _POLICY_KEYS = {
     "name",
     "inventory",
@@ -147,51 +161,58 @@ def load_policy(path: Path, *, project_dir: Path | None = None) -> SchedulePolic
     for required in ("name", "inventory", "on_calendar"):
         if not data.get(required):
             raise InputError(f"policy {path}: `{required}` is required")
-    name = str(data["name"])
-    if not _NAME.match(name):
-        raise InputError(
-            f"policy {path}: name {name!r} cannot be a unit name",
-            hint="letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit",
-        )
+    name = check_pattern(
+        f"policy {path}: name",
+        str(data["name"]),
+        _NAME,
+        "a unit name",
+        "letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit",
+    )
     root = project_dir or paths.project_root()
-    inventory = Path(str(data["inventory"])).expanduser()
+    inventory = Path(check_one_line(f"policy {path}: inventory", str(data["inventory"]))).expanduser()
     if not inventory.is_absolute():
         inventory = (
             (Path(path).parent / inventory) if (Path(path).parent / inventory).exists() else root / inventory
         )
     if not inventory.exists():
         raise InputError(
-            f"policy {path}: inventory {str(data['inventory'])!r} not found (looked at {inventory})"
+            f"policy {path}: inventory {clip(str(data['inventory']))} not found (looked at {clip(str(inventory))})"
         )
-    on_calendar = str(data["on_calendar"])
-    if "\n" in on_calendar:
-        raise InputError(f"policy {path}: on_calendar {on_calendar!r} must be one line")
+    on_calendar = check_one_line(f"policy {path}: on_calendar", str(data["on_calendar"]))
+    check_pattern(
+        f"policy {path}: on_calendar",
+        on_calendar,
+        _CALENDAR,
+        "a calendar event",
+        "e.g. hourly, daily, Mon..Fri 03:00 or *-*-* 04:30:00 UTC (see `systemd-analyze calendar`)",
+    )
     delay = data.get("randomized_delay")
-    if delay is not None and not _DURATION.match(str(delay)):
-        raise InputError(
-            f"policy {path}: randomized_delay {delay!r} is not a duration", hint="e.g. 300, 5m, 1h"
-        )
+    if delay is not None:
+        check_pattern(f"policy {path}: randomized_delay", str(delay), _DURATION, "a duration", "e.g. 300, 5m, 1h")
     environment_file = _environment_file(path, data.get("environment_file"))
-    state_dir = Path(str(data["state_dir"])).expanduser().resolve() if data.get("state_dir") else None
+    state_dir = None
+    if data.get("state_dir"):
+        state_dir = Path(check_one_line(f"policy {path}: state_dir", str(data["state_dir"]))).expanduser().resolve()
     user = str(data["user"]) if data.get("user") else None
-    if user is not None and not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", user):
-        raise InputError(f"policy {path}: user {user!r} is not a valid user name")
+    if user is not None:
+        check_pattern(f"policy {path}: user", user, _USER, "a valid user name", "e.g. deploy")
     follow = data.get("follow") or {}
     if not isinstance(follow, dict) or set(follow) - set(_FOLLOW_KEYS):
         raise InputError(
-            f"policy {path}: follow must map {', '.join(_FOLLOW_KEYS)} to what to follow, got {follow!r}",
+            f"policy {path}: follow must map {', '.join(_FOLLOW_KEYS)} to what to follow, got {clip(follow)}",
             hint="e.g. follow: {revision: main}",
         )
     if any(not isinstance(value, str | int | float) or not str(value).strip() for value in follow.values()):
-        raise InputError(f"policy {path}: every value under follow must be a non-empty string, got {follow!r}")
+        raise InputError(f"policy {path}: every value under follow must be a non-empty string, got {clip(follow)}")
+    _check_follow(path, {key: str(value) for key, value in follow.items()})
     serial = data.get("serial")
-    if serial is not None and not SERIAL_PATTERN.match(str(serial)):
+    if serial is not None and not SERIAL_PATTERN.fullmatch(str(serial)):
         raise InputError(
-            f"policy {path}: serial {serial!r} must be a positive count of hosts or a share such as 25%"
+            f"policy {path}: serial {clip(serial)} must be a positive count of hosts or a share such as 25%"
         )
     floor = data.get("min_output_tps")
     if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float) or floor <= 0):
-        raise InputError(f"policy {path}: min_output_tps {floor!r} must be a positive number (tokens/s)")
+        raise InputError(f"policy {path}: min_output_tps {clip(floor)} must be a positive number (tokens/s)")
     return SchedulePolicy(
         follow={key: str(value) for key, value in follow.items()},
         serial=str(serial) if serial is not None else None,
@@ -206,13 +227,34 @@ def load_policy(path: Path, *, project_dir: Path | None = None) -> SchedulePolic
     )
 
 
+def _check_follow(path: Path, follow: dict[str, str]) -> None:
+    """What a policy follows reaches the service's ExecStart: the same checks `glm-deploy redeploy` makes."""
+    for key, value in follow.items():
+        check_one_line(f"policy {path}: follow.{key}", value)
+    if "revision" in follow:
+        check_revision(f"policy {path}: follow.revision", follow["revision"])
+    if "engine_version" in follow and not is_version(follow["engine_version"]):
+        raise InputError(
+            f"policy {path}: follow.engine_version {clip(follow['engine_version'])} is not a version",
+            hint="digits and dots, e.g. 0.19.1",
+        )
+    if "image" in follow:
+        check_pattern(
+            f"policy {path}: follow.image",
+            follow["image"],
+            IMAGE_REFERENCE,
+            "an image reference",
+            "e.g. vllm/vllm-openai:latest",
+        )
+
+
 def _environment_file(policy_path: Path, value: Any) -> Path | None:
     if not value:
         return None
-    environment_file = Path(str(value)).expanduser()
+    environment_file = Path(check_one_line(f"policy {policy_path}: environment_file", str(value))).expanduser()
     if not environment_file.is_absolute():
         raise InputError(
-            f"policy {policy_path}: environment_file {value!r} must be an absolute path (systemd needs one)"
+            f"policy {policy_path}: environment_file {clip(str(value))} must be an absolute path (systemd needs one)"
         )
     if environment_file.exists():
         mode = stat.S_IMODE(environment_file.stat().st_mode)
@@ -238,14 +280,6 @@ def _glm_deploy_executable() -> str:
     )
 
 
-def _systemd_quote(argument: str) -> str:
-    """One ExecStart argument: systemd splits on spaces and expands `$` and `%`."""
-    escaped = argument.replace("%", "%%").replace("$", "$$")
-    if re.search(r"[\s\"'\\]", escaped):
-        return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return escaped
-
-
 def render_units(policy: SchedulePolicy, *, executable: str | None = None) -> dict[str, str]:
     """The unit files' names and contents."""
     program = executable or _glm_deploy_executable()
@@ -256,23 +290,24 @@ def render_units(policy: SchedulePolicy, *, executable: str | None = None) -> di
     service = [
         header,
         "[Unit]",
-        f"Description=glm-deploy scheduled redeploy {policy.name} ({policy.inventory})",
+        f"Description={specifiers_literal(f'glm-deploy scheduled redeploy {policy.name} ({policy.inventory})')}",
         "Wants=network-online.target",
         "After=network-online.target",
         "",
         "[Service]",
         "Type=oneshot",
-        f"WorkingDirectory={_systemd_quote(str(paths.project_root()))}",
+        # WorkingDirectory= and EnvironmentFile= take no quotes: only their `%` needs escaping.
+        f"WorkingDirectory={specifiers_literal(str(paths.project_root()))}",
     ]
     if policy.state_dir is not None:
-        service.append(f"Environment={_systemd_quote('GLM_DEPLOY_STATE=' + str(policy.state_dir))}")
+        service.append(f"Environment={systemd_environment('GLM_DEPLOY_STATE', str(policy.state_dir))}")
     if policy.environment_file is not None:
         # The secrets (HF_TOKEN, GLM_API_KEY) live only in this mode-0600 file, never in the unit.
-        service.append(f"EnvironmentFile={policy.environment_file}")
+        service.append(f"EnvironmentFile={specifiers_literal(str(policy.environment_file))}")
     if policy.user is not None:
         service.append(f"User={policy.user}")
     service += [
-        f"ExecStart={' '.join(_systemd_quote(argument) for argument in argv)}",
+        f"ExecStart={systemd_command_line(argv)}",
         "# 3: another glm-deploy run held the controller lock; this tick is skipped, not failed.",
         "SuccessExitStatus=3",
         "# A redeploy that downloads weights runs for hours.",
@@ -282,10 +317,10 @@ def render_units(policy: SchedulePolicy, *, executable: str | None = None) -> di
     timer = [
         header,
         "[Unit]",
-        f"Description=glm-deploy scheduled redeploy {policy.name} ({policy.on_calendar})",
+        f"Description={specifiers_literal(f'glm-deploy scheduled redeploy {policy.name} ({policy.on_calendar})')}",
         "",
         "[Timer]",
-        f"OnCalendar={policy.on_calendar}",
+        f"OnCalendar={specifiers_literal(policy.on_calendar)}",
         "Persistent=true",
     ]
     if policy.randomized_delay is not None:
@@ -449,7 +484,7 @@ def remove(name: str, *, unit_dir: Path = DEFAULT_UNIT_DIR) -> list[str]:
     if name not in schedules:
         known = ", ".join(sorted(schedules)) or "none"
         raise InputError(
-            f"no glm-deploy schedule named {name!r} in {unit_dir}", hint=f"installed schedules: {known}"
+            f"no glm-deploy schedule named {clip(name)} in {unit_dir}", hint=f"installed schedules: {known}"
         )
     info = schedules[name]
     if systemd_running():

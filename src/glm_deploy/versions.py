@@ -10,7 +10,8 @@ import re
 
 from glm_deploy.errors import InputError
 
-_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:(a|b|rc|dev)(\d*))?$")
+# Matched with fullmatch: `$` would also match before a trailing newline.
+_VERSION = re.compile(r"v?(\d+(?:\.\d+)*)(?:(a|b|rc|dev)(\d*))?")
 _CUDA = re.compile(r"(\d+)(?:\.(\d+))?(?:\.\d+)?")
 
 VersionKey = tuple[tuple[int, ...], tuple[int, int]]
@@ -20,7 +21,7 @@ _NO_VERSION: VersionKey = ((-1,), (0, 0))
 
 def parse_version(text: str) -> VersionKey:
     """A sortable key for versions like `0.19.1` or `0.5.10rc0` (a pre-release sorts before its release)."""
-    match = _VERSION.match(text.strip())
+    match = _VERSION.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"not a version: {text!r} (expected digits and dots, e.g. 0.19.1 or 0.5.10rc0)")
     numbers = tuple(int(part) for part in match.group(1).split("."))
@@ -32,7 +33,8 @@ def parse_version(text: str) -> VersionKey:
 
 
 def is_version(text: str) -> bool:
-    return _VERSION.match(text.strip()) is not None
+    # No strip: a version with a stray CR or space is refused, not quietly trimmed into a unit file.
+    return _VERSION.fullmatch(text) is not None
 
 
 def version_order(version: str | None) -> VersionKey:
@@ -52,12 +54,12 @@ def version_matches(pattern: str, version: str) -> bool:
         return True
     if not is_version(pattern) or not is_version(version):
         return False
-    pattern_match = _VERSION.match(pattern.strip())
+    pattern_match = _VERSION.fullmatch(pattern.strip())
     if pattern_match is not None and pattern_match.group(2):
         # A pre-release pattern names one exact build.
         return parse_version(pattern) == parse_version(version)
     pattern_parts = tuple(int(p) for p in pattern_match.group(1).split(".")) if pattern_match else ()
-    version_match = _VERSION.match(version.strip())
+    version_match = _VERSION.fullmatch(version.strip())
     version_parts = tuple(int(p) for p in version_match.group(1).split(".")) if version_match else ()
     return version_parts[: len(pattern_parts)] == pattern_parts
 
