@@ -87,11 +87,11 @@ _LINE = re.compile(
     rf"^(?P<label>.+?): {_SIZE} / {_SIZE} \([0-9.]+%\), {_SIZE}/s, ETA (?P<eta>\S+), "
     r"(?P<files_done>\d+)/(?P<files_total>\d+) files \[(?P<phase>[a-z]+)\]$"
 )
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 def _parse_duration(text: str) -> float | None:
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if text == "unknown" or not match or not any(match.groups()):
         return None
     hours, minutes, seconds = (int(group or 0) for group in match.groups())

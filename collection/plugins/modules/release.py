@@ -119,7 +119,8 @@ import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-RELEASE_ID = re.compile(r"^[0-9a-f]{12}$")
+# Matched with fullmatch: `$` would also match before a trailing newline (a folder name with one).
+RELEASE_ID = re.compile(r"[0-9a-f]{12}")
 EVENTS_KEPT = 100
 
 
@@ -165,7 +166,7 @@ class Releases:
         self.state = _read_json(self.state_path, {"current": None, "previous": None, "events": []})
 
     def release_dir(self, release_id):
-        if not RELEASE_ID.match(release_id or ""):
+        if not RELEASE_ID.fullmatch(release_id or ""):
             self.module.fail_json(msg="release_id must be 12 lowercase hex digits, got %r" % (release_id,))
         return os.path.join(self.folder, release_id)
 
@@ -181,7 +182,7 @@ class Releases:
             return []
         found = []
         for name in names:
-            document = self.document(name) if RELEASE_ID.match(name) else None
+            document = self.document(name) if RELEASE_ID.fullmatch(name) else None
             if document is not None:
                 found.append((str(document.get("staged_at") or ""), name))
         return [name for _, name in sorted(found)]

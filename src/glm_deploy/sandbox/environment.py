@@ -24,7 +24,7 @@ from glm_deploy.paths import project_root
 STATE_DIR_ENV = "GLM_DEPLOY_SANDBOX_DIR"
 NAME_ENV = "GLM_DEPLOY_SANDBOX_NAME"
 DEFAULT_NAME = "glm-sandbox"
-_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,30}")
 WHEELHOUSE_DIR_ENV = "GLM_DEPLOY_WHEELHOUSE_DIR"
 
 
@@ -49,7 +49,7 @@ def sandbox_name() -> str:
     name so that it never touches the user's.
     """
     name = os.environ.get(NAME_ENV, DEFAULT_NAME)
-    if not _NAME_PATTERN.match(name):
+    if not _NAME_PATTERN.fullmatch(name):
         raise SandboxError(
             f"{NAME_ENV}={name!r} is not a valid sandbox name",
             hint="use lower-case letters, digits and '-', starting with a letter, at most 31 characters",

@@ -65,9 +65,10 @@ LFS_SUFFIXES = (
 LFS_MIN_SIZE = 10 * 1024 * 1024
 # Size of the pointer file git would store for an LFS object; clients only display it.
 _LFS_POINTER_SIZE = 134
-_REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
-_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+# Matched with fullmatch: `$` would also match before a trailing newline.
+_REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+_BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -106,7 +107,7 @@ class Commit:
 
 def validate_repo_id(repo_id: str) -> str:
     parts = repo_id.split("/")
-    if not 1 <= len(parts) <= 2 or not all(_REPO_PART.match(part) for part in parts):
+    if not 1 <= len(parts) <= 2 or not all(_REPO_PART.fullmatch(part) for part in parts):
         raise ValueError(
             f"repo id {repo_id!r} is not valid: use 'namespace/name' made of letters, digits, '.', '_' and '-'"
         )
@@ -161,7 +162,7 @@ class HubStore:
     ) -> str:
         """Store `files` as a new commit on `branch` (created if missing) and return the commit's sha."""
         repo_dir = self._repo_dir(repo_id)
-        if not _BRANCH.match(branch) or _COMMIT_SHA.match(branch):
+        if not _BRANCH.fullmatch(branch) or _COMMIT_SHA.fullmatch(branch):
             raise ValueError(f"branch name {branch!r} is not valid (letters, digits, '.', '_', '-', '/')")
         if not files:
             raise ValueError(f"publishing {repo_id}: no files given")
@@ -239,7 +240,7 @@ class HubStore:
             raise HubStoreError("RepoNotFound", f"Repository {repo_id} not found")
         refs = self.branches(repo_id)
         sha = refs.get(revision)
-        if sha is None and _COMMIT_SHA.match(revision):
+        if sha is None and _COMMIT_SHA.fullmatch(revision):
             sha = revision
         commit_file = self._repo_dir(repo_id) / "commits" / f"{sha}.json"
         if sha is None or not commit_file.is_file():
