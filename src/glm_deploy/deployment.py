@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glm_deploy import paths
+from glm_deploy import benchmark_report, paths
 from glm_deploy.catalog import Catalog, load_catalog
 from glm_deploy.errors import GlmDeployError, InputError, RunCancelled, RunError
 from glm_deploy.history import HistoryEntry, HistoryStore, Release, redact
@@ -132,6 +132,8 @@ class RunOutcome:
     command: str
     entry: HistoryEntry
     result: RunResult | None = None
+    # A benchmark sweep's report per host (benchmark(sweep=...)): the table's and the picture's files.
+    sweeps: tuple[benchmark_report.WrittenReport, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -143,7 +145,10 @@ class RunOutcome:
         return self.entry.status != "unchanged"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"command": self.command, "ok": self.ok, **self.entry.to_dict()}
+        document = {"command": self.command, "ok": self.ok, **self.entry.to_dict()}
+        if self.sweeps:
+            document["sweeps"] = [written.to_dict() for written in self.sweeps]
+        return document
 
 
 @dataclass(frozen=True)
@@ -512,9 +517,17 @@ class Deployment:
         """Check the endpoint (playbooks/verify.yml)."""
         return self.start("verify", limit=limit, on_event=on_event).wait()
 
-    def benchmark(self, *, limit: str | None = None, on_event: EventHandler | None = None) -> RunOutcome:
-        """Measure the endpoint (playbooks/benchmark.yml)."""
-        return self.start("benchmark", limit=limit, on_event=on_event).wait()
+    def benchmark(
+        self,
+        *,
+        sweep: Sequence[int] | None = None,
+        limit: str | None = None,
+        on_event: EventHandler | None = None,
+    ) -> RunOutcome:
+        """Measure the endpoint (playbooks/benchmark.yml). With `sweep` (ascending concurrencies, e.g.
+        [1, 2, 4, 8]), run the profile at each and write a table and a picture per host under results/
+        (`outcome.sweeps`)."""
+        return self.start("benchmark", sweep=sweep, limit=limit, on_event=on_event).wait()
 
     def start(
         self,
@@ -525,6 +538,7 @@ class Deployment:
         benchmark_floor: Mapping[str, float] | None = None,
         if_changed: bool = False,
         break_host_lock: bool = False,
+        sweep: Sequence[int] | None = None,
         limit: str | None = None,
         on_event: EventHandler | None = None,
     ) -> RunHandle:
@@ -550,6 +564,17 @@ class Deployment:
             extravars["glm_break_host_lock"] = bool(break_host_lock)
         if benchmark_floor:
             extravars["glm_benchmark_floor"] = _check_floor(benchmark_floor)
+        sweep_stamp = None
+        if sweep is not None:
+            if command != "benchmark":
+                raise InputError(f"a sweep applies to benchmark, not {command}")
+            # One stamp for every host and point, so the report finds exactly this run's results.
+            sweep_stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+            extravars.update(
+                benchmark_concurrencies=benchmark_report.check_concurrencies(sweep),
+                benchmark_result_stamp=sweep_stamp,
+                glm_results_dir=str(self.results_dir()),
+            )
         run_id = new_run_id()
         holder_command = f"glm-deploy {command} -i {self.inventory}"
         extravars["glm_lock_holder"] = {"run": run_id, "command": holder_command, **_controller()}
@@ -568,7 +593,7 @@ class Deployment:
                 emit(event)
 
             try:
-                return self._execute(
+                outcome = self._execute(
                     command,
                     plan=plan,
                     extravars=extravars,
@@ -579,10 +604,42 @@ class Deployment:
                     cancel=cancel,
                     run_id=run_id,
                 )
+                if sweep_stamp is not None:
+                    outcome = dataclasses.replace(outcome, sweeps=self._sweep_reports(plan, outcome, sweep_stamp))
+                return outcome
             finally:
                 lock.release()
 
         return RunHandle(command, target)
+
+    def results_dir(self) -> Path:
+        """Where benchmark results land on the controller: the inventory's glm_results_dir, else results/ in the
+        project."""
+        configured = self.inventory_view().vars_for().get("glm_results_dir")
+        if not configured:
+            return self.project_dir / "results"
+        path = Path(str(configured)).expanduser()
+        return path if path.is_absolute() else self.project_dir / path
+
+    def _sweep_reports(
+        self, plan: Plan, outcome: RunOutcome, stamp: str
+    ) -> tuple[benchmark_report.WrittenReport, ...]:
+        """Each benchmarked host's sweep report, beside the last good release's sweep and the published point."""
+        entries = self.history()
+        # Releases the hosts served after a successful deploy, redeploy or rollback: only these are baselines.
+        good: set[str] = set()
+        for entry in entries:
+            if entry.command in RELEASE_COMMANDS and entry.ok and entry.release is not None:
+                good.add(entry.release.release_id)
+        written = []
+        for host in outcome.entry.hosts:
+            release = _host_release(entries, host) or Release.from_plan(plan)
+            subject = benchmark_report.SweepSubject.from_plan(plan, host=host, release=release)
+            report = benchmark_report.build_report(
+                self.results_dir(), subject, stamp, plan_benchmark=plan.benchmark, good_releases=good
+            )
+            written.append(benchmark_report.write_report(report, self.results_dir()))
+        return tuple(written)
 
     def _extravars(self, to: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The explicit choices and the target, as extra variables (they win over the inventory's)."""

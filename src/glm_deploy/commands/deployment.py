@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from glm_deploy import benchmark_report
 from glm_deploy.deployment import Deployment, HostStatus, RunOutcome
 from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
 from glm_deploy.history import HistoryEntry
@@ -68,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
         "benchmark": (
             "measure the endpoint",
-            "Measure the endpoint's throughput and latency (benchmark.yml).",
+            "Measure the endpoint's throughput and latency (benchmark.yml). With --sweep, run the hardware's "
+            "profile at each concurrency and write a table (Markdown, CSV, JSON) and a picture of output tok/s "
+            "per GPU against tok/s per user (PNG, SVG; needs the 'plot' extra) under results/.",
         ),
     }
     for command, (summary, description) in descriptions.items():
@@ -90,6 +93,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             )
         if command == "redeploy":
             add_redeploy_arguments(parser)
+        if command == "benchmark":
+            parser.add_argument(
+                "--sweep",
+                metavar="C1,C2,...",
+                help="concurrencies to measure in turn, ascending (e.g. 1,2,4,8,16,32); each sends the profile's "
+                "prompts per concurrent request",
+            )
         if command in ("redeploy", "rollback"):
             parser.add_argument(
                 "--serial",
@@ -327,7 +337,9 @@ def run_command(args: argparse.Namespace) -> int:
                 on_event=display.handle,
             )
         else:
-            handle = deployment.start(command, limit=args.limit, on_event=display.handle)
+            sweep_text = getattr(args, "sweep", None)
+            sweep = benchmark_report.parse_concurrencies(sweep_text) if sweep_text is not None else None
+            handle = deployment.start(command, sweep=sweep, limit=args.limit, on_event=display.handle)
         try:
             while True:
                 try:
@@ -350,7 +362,18 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(outcome.to_dict(), indent=2))
     else:
         print(summary_text(outcome))
+        for written in outcome.sweeps:
+            print(sweep_summary(written))
     return 0
+
+
+def sweep_summary(written: benchmark_report.WrittenReport) -> str:
+    """A host's sweep: its Markdown table and the files written (or how to get the picture)."""
+    lines = ["", benchmark_report.markdown(written.report).rstrip(), "", "written:"]
+    lines += [f"  {path}" for path in written.files()]
+    if written.plot_note:
+        lines.append(f"  {written.plot_note}")
+    return "\n".join(lines)
 
 
 def show_status(args: argparse.Namespace) -> int:
