@@ -44,6 +44,7 @@ from glm_deploy.inventory import InventoryView, read_inventory, resolve_inventor
 from glm_deploy.lock import ControllerLock, current_holder
 from glm_deploy.render import Plan, PlanOptions, render_plan
 from glm_deploy.runner import PlaybookRunner, RunResult, new_run_id
+from glm_deploy.validation import clip
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -328,7 +329,7 @@ class Deployment:
     def _options_mapping(self, inventory_options: Any) -> dict[str, Any]:
         if inventory_options is not None and not isinstance(inventory_options, Mapping):
             raise InputError(
-                f"glm_options in {self.inventory} must be a mapping, got {inventory_options!r}",
+                f"glm_options in {self.inventory} must be a mapping, got {clip(inventory_options)}",
                 hint="e.g. glm_options: {max_model_len: 32768}",
             )
         merged = dict(inventory_options or {})
@@ -369,7 +370,7 @@ class Deployment:
             try:
                 chosen["nodes"] = int(chosen["nodes"])
             except (TypeError, ValueError):
-                raise InputError(f"glm_nodes must be an integer, got {chosen['nodes']!r}") from None
+                raise InputError(f"glm_nodes must be an integer, got {clip(chosen['nodes'])}") from None
         return chosen
 
     def plan(self, to: Mapping[str, Any] | None = None) -> Plan:
@@ -841,19 +842,20 @@ def _check_target(to: Mapping[str, Any] | None) -> dict[str, Any]:
     if to is None:
         return {}
     if not isinstance(to, Mapping):
-        raise InputError(f"to= must be a mapping of settings, got {to!r}", hint='e.g. to={"revision": "v2"}')
+        raise InputError(f"to= must be a mapping of settings, got {clip(to)}", hint='e.g. to={"revision": "v2"}')
     known = {option.name for option in dataclasses.fields(PlanOptions)} | set(TARGET_SETTINGS)
     unknown = sorted(set(to) - known)
     if unknown:
         raise InputError(
-            f"unknown redeploy setting(s) {', '.join(unknown)}",
+            f"unknown redeploy setting(s) {clip(', '.join(unknown))}",
             hint=f"one of {', '.join(sorted(known))}",
         )
     return dict(to)
 
 
 # How many hosts a roll moves at once: a positive count, or a share such as "25%" (also checked in schedules).
-SERIAL_PATTERN = re.compile(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)$")
+# \Z, not $: `$` also matches before a trailing newline.
+SERIAL_PATTERN = re.compile(r"(?:[1-9][0-9]{0,5}|(?:[1-9][0-9]?|100)%)\Z")
 
 
 def _check_serial(serial: int | str) -> int | str:
@@ -861,7 +863,7 @@ def _check_serial(serial: int | str) -> int | str:
     text = str(serial).strip()
     if isinstance(serial, bool) or not SERIAL_PATTERN.match(text):
         raise InputError(
-            f"serial must be a positive number of hosts or a share such as 25%, got {serial!r}",
+            f"serial must be a positive number of hosts or a share such as 25%, got {clip(serial)}",
             hint="serial=1 (the default) moves one host at a time",
         )
     return int(text) if text.isdigit() else text

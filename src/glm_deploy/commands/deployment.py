@@ -25,6 +25,7 @@ from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunErro
 from glm_deploy.history import HistoryEntry
 from glm_deploy.lock import describe_holder
 from glm_deploy.progress import ProgressRenderer, human_bytes, human_duration, parse_line
+from glm_deploy.validation import clip
 
 DEFAULT_INVENTORY = "inventories/sandbox"
 
@@ -172,11 +173,11 @@ def redeploy_target(args: argparse.Namespace) -> dict[str, Any]:
     for option in getattr(args, "set", []) or []:
         name, separator, value = option.partition("=")
         if not separator or not name.strip():
-            raise InputError(f"--set takes OPTION=VALUE, got {option!r}", hint="e.g. --set max_model_len=4096")
+            raise InputError(f"--set takes OPTION=VALUE, got {clip(option)}", hint="e.g. --set max_model_len=4096")
         try:
             target[name.strip()] = yaml.safe_load(value) if value else ""
         except yaml.YAMLError as error:
-            raise InputError(f"--set {name}: the value is not YAML: {error}") from None
+            raise InputError(f"--set {clip(name)}: the value is not YAML: {clip(str(error), 120)}") from None
     for name in ("revision", "engine_version", "image", "model", "engine"):
         value = getattr(args, name, None)
         if value is not None:
