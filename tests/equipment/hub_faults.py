@@ -7,9 +7,16 @@ expires, so a correct client always ends with the right bytes:
 - `drop`: send the file up to byte `at_byte` (absolute offset in the file), then cut the connection;
 - `stall`: send up to `at_byte`, then go silent for `seconds` and cut the connection (a hung transfer);
 - `corrupt`: send the right number of bytes with one byte flipped at `at_byte` (wrong content, right size);
-- `status`: answer `status` (429 with `Retry-After: retry_after`, 500, 503...) instead of the file.
+- `slow`: send the right bytes, spread over `seconds` (a transfer still in flight when another file fails);
+- `status`: answer `status` (429, 500, 503...) instead of the file, with the rate-limit headers the Hub sends:
+  `Retry-After: retry_after` (seconds, or any string), or `retry_after_date_in` seconds after the answer as an
+  HTTP-date; `RateLimit: rate_limit` (the IETF draft's structured field as the Hub writes it, e.g.
+  `"resolvers";r=0;t=300`; given verbatim, so a test can send several policies or a malformed value) and
+  `RateLimit-Policy: rate_limit_policy`; and the Hub's `X-Error-Code: error_code` (e.g. a 401 with
+  `RepoNotFound`, the Hub's answer for a repository it will not show to this caller), each only when set.
 
-`api_status` faults answer `status` to the next `times` requests under `/api/` (metadata calls).
+`api_status` faults answer `status` to the next `times` requests under `/api/` (metadata calls), with the same
+headers.
 The server counts file bytes sent (`hub.stats.file_bytes_sent`) and keeps a log of every file request
 (`hub.file_log`) with its Range header, so tests can prove a resume was ranged and a re-run fetched nothing.
 
@@ -23,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import email.utils
 import fnmatch
 import ipaddress
 import json
@@ -39,7 +47,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from glm_deploy.sandbox.hub import FileRequest, HubRequestHandler, HubServer, HubStore, server_ssl_context
 
-FaultKind = Literal["drop", "stall", "corrupt", "status", "api_status"]
+FaultKind = Literal["drop", "stall", "corrupt", "slow", "status", "api_status"]
 
 
 @dataclasses.dataclass
@@ -50,7 +58,11 @@ class Fault:
     at_byte: int = 0
     seconds: float = 0.0
     status: int = 500
-    retry_after: int | None = None
+    retry_after: int | str | None = None
+    retry_after_date_in: float | None = None
+    rate_limit: str | None = None
+    rate_limit_policy: str | None = None
+    error_code: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +122,7 @@ class FaultyHandler(HubRequestHandler):
     def serve_file(self, request: FileRequest) -> None:
         fault = None
         if request.method == "GET":
-            fault = self._plan().take(("drop", "stall", "corrupt", "status"), request.entry.path)
+            fault = self._plan().take(("drop", "stall", "corrupt", "slow", "status"), request.entry.path)
         log: list[FileLogEntry] = self.server.file_log  # type: ignore[attr-defined]
         log.append(
             FileLogEntry(
@@ -133,6 +145,18 @@ class FaultyHandler(HubRequestHandler):
             if fault.kind == "stall":
                 time.sleep(fault.seconds)
             self._cut()
+        elif fault.kind == "slow":
+            self.send_file_headers(request)
+            steps = 20
+            offset, end = request.start, request.start + request.length
+            while offset < end:
+                count = min(-(-request.length // steps), end - offset)
+                sent = self.send_file_bytes(request, offset, count)
+                if sent <= 0:
+                    break  # the client went away
+                offset += sent
+                self.wfile.flush()
+                time.sleep(fault.seconds / steps)
         else:  # corrupt: right length, one flipped byte
             self.send_file_headers(request)
             with request.blob.open("rb") as handle:
@@ -153,6 +177,16 @@ class FaultyHandler(HubRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if fault.retry_after is not None:
             self.send_header("Retry-After", str(fault.retry_after))
+        if fault.retry_after_date_in is not None:
+            self.send_header(
+                "Retry-After", email.utils.formatdate(time.time() + fault.retry_after_date_in, usegmt=True)
+            )
+        if fault.error_code is not None:
+            self.send_header("X-Error-Code", fault.error_code)
+        if fault.rate_limit is not None:
+            self.send_header("RateLimit", fault.rate_limit)
+        if fault.rate_limit_policy is not None:
+            self.send_header("RateLimit-Policy", fault.rate_limit_policy)
         self.end_headers()
         self.wfile.write(body)
 
