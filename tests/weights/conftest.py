@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.equipment.hub_faults import FaultyHub
-from tests.weights.helpers import REPO_ID, Published, make_model_files
+from tests.weights.helpers import COLLECTIONS, REPO_ID, Published, make_model_files
+
+# Tests of the download engine's parts import it as ansible-playbook finds it (the repo's collections/ symlink).
+if str(COLLECTIONS) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS))
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,12 +118,16 @@ def test_server_errors_are_retried_with_backoff(hub: FaultyHub, model: Published
 def test_a_fault_that_never_ends_gives_up_with_a_clear_error(hub: FaultyHub, model: Published, cache_dir: Path):
     hub.faults.add(Fault("status", filename=SHARD_1, status=500, times=1000))
 
-    run = prefetch(hub, model, cache_dir, retries=2)
+    started = time.monotonic()
+    run = prefetch(hub, model, cache_dir, retry_budget_s=1.5)
+    took = time.monotonic() - started
 
     assert run.failed
     message = run.result["msg"]
-    assert f"downloading {SHARD_1}: gave up after 3 attempts (retries=2)" in message
-    assert "500" in message and "re-run resumes" in message
+    assert f"downloading {SHARD_1}: gave up after " in message
+    assert "(retry_budget_s=1.5)" in message
+    assert "500" in message and "re-run fetches it from the start" in message
+    assert took < 30, f"the 1.5 s retry budget ran {took:.0f} s"
     snapshot = cache_dir / f"models--{model.repo.replace('/', '--')}" / "snapshots" / model.commit
     assert not (snapshot / SHARD_1).exists()
     # The run stops at the first file it gives up on; whatever else it fetched is complete and right.

@@ -115,7 +115,7 @@ def test_dropped_https_transfer_resumes(https_hub: FaultyHub, https_model: Publi
 @pytest.mark.parametrize("trust", ["system", "other-ca-bundle", "other-ssl-cert-file"])
 def test_refuses_an_untrusted_certificate_at_once(https_hub: FaultyHub, https_model: Published, pki, tmp_path, trust):
     cache_dir = tmp_path / "hf" / "hub"
-    options: dict[str, object] = {"retries": 3, "retry_backoff": 5}  # retrying would take > 15 s
+    options: dict[str, object] = {"retry_budget_s": 60, "retry_backoff": 5}  # retrying would take > 15 s
     env = None
     if trust == "other-ca-bundle":
         options["ca_bundle"] = str(pki.other_ca_file)
@@ -154,7 +154,7 @@ def test_https_endpoint_of_a_plain_http_server_is_named(tmp_path: Path):
         cache_dir = tmp_path / "hf" / "hub"
         args = {"repo": REPO_ID, "cache_dir": str(cache_dir), "endpoint": plain.url.replace("http://", "https://")}
 
-        run = run_module({**args, "retries": 3, "retry_backoff": 5})
+        run = run_module({**args, "retry_budget_s": 60, "retry_backoff": 5})
 
         assert run.failed
         assert "the server did not answer in TLS" in run.result["msg"], run.result["msg"]

@@ -155,7 +155,7 @@ def test_free_space_reserve_counts(hub: FaultyHub, model: Published, cache_dir: 
         ({"cache_dir": "relative/hub"}, "cache_dir 'relative/hub' must be an absolute path"),
         ({"max_workers": 0}, "max_workers 0 must be between 1 and 64"),
         ({"endpoint": "hub.local:8080"}, "endpoint 'hub.local:8080' is not an http(s) URL"),
-        ({"retries": -1}, "retries -1 must be 0 or more"),
+        ({"retry_budget_s": -1}, "retry_budget_s -1 must be 0 or more seconds"),
         ({"stall_timeout": 0}, "stall_timeout 0.0 must be a positive number of seconds"),
     ],
 )

@@ -10,9 +10,11 @@ glm_deploy. Order of work, so that every refusal comes before the first byte is 
 3. check the cache filesystem (read-only, not writable, free space less a reserve) against the bytes missing;
 4. probe access to one missing file (gated repositories, refused tokens) with a HEAD request;
 5. download the missing files in parallel into the standard blobs/snapshots/refs layout, streaming each into
-   `blobs/<etag>.incomplete` (kept across runs, resumed with Range) and hashing it as it arrives; a retry
-   layer handles 429 (Retry-After), 5xx, dropped connections and stalls, bounded by `retries` attempts
-   without progress (with xet=true, huggingface_hub's hf_hub_download does the transfer instead);
+   `blobs/<etag>.incomplete` (kept across runs, resumed with Range) and hashing it as it arrives; one retry
+   policy (`_with_retries`) covers every request to the Hub: 429 and 503 wait as long as the server says
+   (`Retry-After`, or the `RateLimit` header's `t` of an exhausted policy), other 5xx, dropped connections
+   and stalls back off, and each call gives up once it has failed for `retry_budget_s` seconds without
+   progress (with xet=true, huggingface_hub's hf_hub_download does the transfer instead);
 6. a file whose hash differs from the metadata is discarded and fetched again, never linked; every verified
    blob is recorded (size, mtime, inode) so that a re-run checks presence and sizes only.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import email.utils
 import errno
 import fcntl
 import hashlib
@@ -64,7 +67,6 @@ _ASIDE_BATCH = 8 * 1024 * 1024
 # into the page cache).
 _RECEIVE_BUFFER = 256 * 1024
 _MAX_BACKOFF_S = 60.0
-_MAX_RETRY_AFTER_S = 300.0
 _PROGRESS_INTERVAL_S = 1.0
 _RATE_WINDOW_S = 20.0
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -355,7 +357,7 @@ class Settings:
         self.max_workers = int(_given(params, "max_workers", 8))
         self.hash_aside = str(_given(params, "hash_aside", "auto"))
         self.stall_timeout = float(_given(params, "stall_timeout", 60))
-        self.retries = int(_given(params, "retries", 8))
+        self.retry_budget_s = float(_given(params, "retry_budget_s", 900))
         self.retry_backoff = float(_given(params, "retry_backoff", 2.0))
         self.reserve = int(_given(params, "free_space_reserve_bytes", 0))
         self.verify = bool(params.get("verify"))
@@ -392,8 +394,11 @@ class Settings:
             raise PrefetchError(f"retry_backoff {self.retry_backoff} must be 0 or more seconds")
         if self.stall_timeout <= 0:
             raise PrefetchError(f"stall_timeout {self.stall_timeout} must be a positive number of seconds")
-        if self.retries < 0:
-            raise PrefetchError(f"retries {self.retries} must be 0 or more")
+        if self.retry_budget_s < 0:
+            raise PrefetchError(
+                f"retry_budget_s {self.retry_budget_s:g} must be 0 or more seconds: e.g. 900, which outlasts the "
+                "Hub's 5-minute rate-limit window"
+            )
         if self.reserve < 0:
             raise PrefetchError(f"free_space_reserve_bytes {self.reserve} must be 0 or more")
         if self.progress_file is not None and not self.progress_file.is_absolute():
@@ -464,16 +469,151 @@ def _status(error: BaseException) -> int | None:
     return int(status) if isinstance(status, int) else None
 
 
-def _retry_after(error: BaseException) -> float | None:
-    response = getattr(error, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    if value is None:
-        return None
+class Clock:
+    """Time as the retry policy sees it: a monotonic clock for budgets, the wall clock for HTTP dates, and a
+    wait that an event cuts short. Tests give `Prefetch` one that advances without sleeping, so a 300 s
+    rate-limit window is checked in milliseconds."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def wait(self, event: Any, seconds: float) -> bool:
+        """Wait `seconds` or until `event` is set; True when it was set."""
+        return bool(event.wait(seconds))
+
+
+class ServerWait:
+    """How long the server asked the client to wait before the next request, and which header said so."""
+
+    __slots__ = ("rate_limited", "reason", "seconds")
+
+    def __init__(self, seconds: float, reason: str, rate_limited: bool) -> None:
+        self.seconds = seconds
+        self.reason = reason
+        self.rate_limited = rate_limited
+
+    def describe(self, waiting: float) -> str:
+        what = "rate limited by the Hub" if self.rate_limited else "the Hub is unavailable (503)"
+        return f"{what}: waiting {waiting:.0f} s ({self.reason})"
+
+
+def _header_values(headers: Any, name: str) -> list[str]:
+    """Every value of header `name` (a field may come on several lines), from urllib's or httpx's headers."""
+    for getter in ("get_all", "get_list"):
+        method = getattr(headers, getter, None)
+        if method is not None:
+            with contextlib.suppress(Exception):
+                return [str(value) for value in (method(name) or [])]
+    value = headers.get(name) if hasattr(headers, "get") else None
+    return [] if value is None else [str(value)]
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    """Split a structured field at `separator`, except inside sf-strings ("...", with backslash escapes) and
+    inner lists ((...)), as RFC 8941 reads it."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    depth = 0
+    for char in text:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(0, depth - 1)
+        elif char == separator and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+_SF_KEY = re.compile(r"^[a-z*][a-z0-9_.*-]*$")
+_SF_INTEGER = re.compile(r"^-?[0-9]{1,15}$")
+
+
+def parse_ratelimit(value: str) -> list[tuple[str, int, int]]:
+    """The policies of a `RateLimit` header (draft-ietf-httpapi-ratelimit-headers: a structured-field List
+    whose members are `"policy";r=<remaining>;t=<seconds to reset>`), as (policy, r, t). A member without
+    both integers, or with negative ones, is skipped; what cannot be parsed at all gives an empty list, so a
+    malformed header means "the server said nothing", never a failure."""
+    policies: list[tuple[str, int, int]] = []
+    for member in _split_outside_quotes(value, ","):
+        pieces = [piece.strip() for piece in _split_outside_quotes(member, ";")]
+        if not pieces or not pieces[0]:
+            continue
+        name = pieces[0].strip('"')
+        params: dict[str, int] = {}
+        for piece in pieces[1:]:
+            key, equals, raw = piece.partition("=")
+            key, raw = key.strip(), raw.strip()
+            if equals and _SF_KEY.match(key) and _SF_INTEGER.match(raw) and key not in params:
+                params[key] = int(raw)
+        remaining, reset = params.get("r"), params.get("t")
+        if remaining is not None and reset is not None and remaining >= 0 and reset >= 0:
+            policies.append((name, remaining, reset))
+    return policies
+
+
+def _parse_retry_after(value: str, now: float) -> float | None:
+    """`Retry-After` as seconds from `now`: delay-seconds or an HTTP-date (RFC 9110); None when it is neither."""
+    value = value.strip()
+    if re.match(r"^[0-9]{1,10}(\.[0-9]+)?$", value):
+        return float(value)
     try:
-        return min(float(value), _MAX_RETRY_AFTER_S)
-    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when is None or when.tzinfo is None:
+        return None  # an HTTP-date is always GMT; a date without a zone is not one
+    return max(0.0, when.timestamp() - now)
+
+
+def server_wait(error: BaseException, now: float) -> ServerWait | None:
+    """The wait a 429 or 503 answer asks for: `Retry-After` (seconds or an HTTP-date) and, on a 429, the
+    `RateLimit` header's `t` for the policies with nothing left (`r=0`; the largest `t` when several are
+    exhausted, since a request fails until every one of them resets). When both headers are there the larger
+    wait wins: retrying before either says is only another 429. None when the answer names no wait."""
+    status = _status(error)
+    if status not in (429, 503):
+        return None
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    waits: list[tuple[float, str]] = []
+    for value in _header_values(headers, "Retry-After")[:1]:
+        seconds = _parse_retry_after(value, now)
+        if seconds is not None:
+            waits.append((seconds, f"Retry-After {value.strip()}"))
+    if status == 429:
+        exhausted = [
+            (reset, name)
+            for value in _header_values(headers, "RateLimit")
+            for name, remaining, reset in parse_ratelimit(value)
+            if remaining == 0
+        ]
+        if exhausted:
+            reset, name = max(exhausted)
+            waits.append((float(reset), f"RateLimit t={reset}" + (f" for {name!r}" if len(exhausted) > 1 else "")))
+    if not waits:
+        return None
+    seconds, _ = max(waits)
+    reason = ", ".join(text for _, text in sorted(waits, reverse=True))
+    return ServerWait(seconds, reason, rate_limited=status == 429)
 
 
 def _tls_problem(error: BaseException) -> str | None:
@@ -504,9 +644,10 @@ def _first_line(error: BaseException) -> str:
 
 
 class Prefetch:
-    def __init__(self, settings: Settings, hub: Any) -> None:
+    def __init__(self, settings: Settings, hub: Any, clock: Clock | None = None) -> None:
         self.settings = settings
         self.hub = hub
+        self.clock = clock or Clock()
         repo_type_folder = "models--" + settings.repo.replace("/", "--")
         self.repo_folder = settings.cache_dir / repo_type_folder
         self.commit = ""
@@ -522,6 +663,10 @@ class Prefetch:
         self.verified_now: list[str] = []
         self.refetched_corrupt: list[str] = []
         self._progress_state: dict[str, Any] = {}
+        # Waits the Hub asked for, by what waits: (until, on the monotonic clock; what the progress file shows).
+        self._waiting: dict[str, tuple[float, str]] = {}
+        # Worker processes send their waits to the parent through this queue (set while they run).
+        self._notes: Any = None
         handlers: list[Any] = [_DropAuthOnOtherHost]
         context = settings.tls_context()
         if context is not None:
@@ -689,8 +834,6 @@ class Prefetch:
         with path.open("rb") as handle:
             while chunk := handle.read(_HASH_CHUNK):
                 digest.update(chunk)
-                if self._stop.is_set():
-                    raise PrefetchError("stopped while hashing")
         return bool(digest.hexdigest() == (item.sha256 or item.git_oid or ""))
 
     def record_verified(self, item: RemoteFile, path: Path) -> None:
@@ -746,6 +889,34 @@ class Prefetch:
         return bad
 
     def fetch(self, to_fetch: list[RemoteFile]) -> None:
+        """Download `to_fetch` in parallel. When one file fails for good, no further file starts, but those in
+        flight run to their end; the error then says which files were finished (verified and kept), so a
+        person knows what the re-run still has to fetch."""
+        try:
+            self._fetch(to_fetch)
+        except PrefetchError as error:
+            raise self._with_what_finished(error) from None
+
+    def _with_what_finished(self, error: PrefetchError) -> PrefetchError:
+        with self._lock:
+            finished = sorted(set(self.fetched + self.linked))
+        unfinished = sorted({item.name for item in self._fetch_set} - set(finished))
+        summary = (
+            f"{len(finished)} of {len(self._fetch_set)} files were finished and verified before the run stopped "
+            f"(kept in the cache); {len(unfinished)} were not: {', '.join(unfinished[:5])}"
+            + (f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else "")
+        )
+        details = dict(error.details)
+        details.update(
+            files_fetched=len(self.fetched),
+            fetched=sorted(self.fetched)[:200],
+            files_linked=len(self.linked),
+            files_not_finished=unfinished[:200],
+            bytes_fetched=self.bytes_fetched,
+        )
+        return PrefetchError(f"{error}. {summary}", **details)
+
+    def _fetch(self, to_fetch: list[RemoteFile]) -> None:
         self._fetch_set = sorted(to_fetch, key=lambda item: item.size, reverse=True)
         self._phase("downloading", files=self._fetch_set)
         workers = min(self.settings.max_workers, len(self._fetch_set))
@@ -777,7 +948,16 @@ class Prefetch:
                 raise PrefetchError("stopped")
             return download(item)
 
-        transferred = self._with_retries(f"downloading {item.name}", attempt, progress=lambda: self._usable_bytes(item))
+        try:
+            transferred = self._with_retries(
+                f"downloading {item.name}", attempt, progress=lambda: self._usable_bytes(item)
+            )
+        except BaseException as error:
+            if not (isinstance(error, PrefetchError) and str(error) == "stopped"):
+                # Stop new files at once, from here: the pool that hands out files would only learn of this
+                # failure after it has handed the next one to this worker.
+                self._stop.set()
+            raise
         with self._lock:
             (self.fetched if transferred else self.linked).append(item.name)
 
@@ -788,11 +968,14 @@ class Prefetch:
         HTTP and 0.8 GiB/s over TLS (each TLS record of 16 KiB is a round through that lock) where 8 curls moved
         7.6 and 5.1 GiB/s. Processes decrypt, write and hash in parallel. The parent keeps the progress (read from
         the files' sizes), the record of verified blobs and the results; a failure stops the other workers from
-        starting new files (transfers in flight finish, their bytes are kept), as with threads.
+        starting new files (transfers in flight finish, their bytes are kept), as with threads. Waits the Hub asks
+        a worker for come back through a queue, for the progress file.
         """
         global _FORKED_JOB  # noqa: PLW0603 - handed to the forked workers, which cannot take it as an argument
         context = multiprocessing.get_context("fork")
         threads_stop, self._stop = self._stop, stop  # a multiprocessing Event: seen by every worker process
+        with contextlib.suppress(OSError, ImportError):  # without it the file only lacks the waits' notes
+            self._notes = context.SimpleQueue()
         _FORKED_JOB = self
         errors: list[BaseException] = []
         try:
@@ -812,6 +995,10 @@ class Prefetch:
             if self._stop.is_set():
                 threads_stop.set()
             self._stop = threads_stop
+            with self._lock:
+                notes, self._notes = self._notes, None
+            if notes is not None:
+                notes.close()
         _raise_first_failure(errors)
 
     def _merge(self, outcome: dict[str, Any]) -> None:
@@ -952,8 +1139,6 @@ class Prefetch:
             if not count:
                 break
             target.write(view[:count])
-            if self._stop.is_set():
-                raise PrefetchError("stopped")
 
     @staticmethod
     def _can_splice(response: Any) -> bool:
@@ -981,8 +1166,6 @@ class Prefetch:
             with contextlib.suppress(OSError):  # a smaller pipe only means more calls
                 fcntl.fcntl(pipe_in, getattr(fcntl, "F_SETPIPE_SZ", 1031), _SPLICE_CHUNK)
             while response.length > 0:
-                if self._stop.is_set():
-                    raise PrefetchError("stopped")
                 try:
                     count = os.splice(sock, pipe_in, min(_SPLICE_CHUNK, response.length))
                 except BlockingIOError:
@@ -1083,47 +1266,111 @@ class Prefetch:
             for future in concurrent.futures.as_completed(futures):
                 error = future.exception()
                 if error is not None:
-                    # Let transfers in flight finish (their bytes are kept) but start no new ones.
+                    # Start no new file, and no new attempt of one; work in flight runs to its end, so a file
+                    # that was nearly done is finished and verified rather than left for the re-run.
                     self._stop.set()
                     errors.append(error)
         _raise_first_failure(errors)
 
     def _with_retries(self, what: str, call: Callable[[], Any], progress: Callable[[], int] | None = None) -> Any:
-        """Call until it succeeds, a fatal error, or `retries` consecutive failed attempts that made no
-        progress (an attempt that moved bytes forward resets the count, so a long transfer over a flaky link
-        is not abandoned for drops it recovered from)."""
+        """Call until it succeeds, fails for good, or has kept failing for `retry_budget_s` seconds without
+        progress. Every request to the Hub goes through here (metadata, the access check, each file, in threads
+        and in worker processes), so one policy holds everywhere: a 429 or 503 waits as long as the server
+        asks (`server_wait`), anything else retryable backs off exponentially with jitter, and no single wait
+        runs past the budget. The budget is time, not a count of attempts, because the Hub's rate limits are
+        windows of minutes: a count of quick retries ends before the window does. An attempt that moved bytes
+        forward restarts the budget, so a long transfer over a flaky link is not abandoned for drops it
+        recovered from."""
         settings = self.settings
-        attempt = 0
+        clock = self.clock
+        backoffs = attempts = 0
         reached = progress() if progress else 0
+        failing_since: float | None = None
         while True:
+            started = clock.monotonic()
+            attempts += 1
             try:
                 return call()
             except PrefetchError:
                 raise
             except Exception as error:  # classified below: fatal ones are re-raised with a clear message
                 self._raise_if_fatal(error)
+                now = clock.monotonic()
                 if progress is not None:
-                    now = progress()
-                    if now > reached:
-                        attempt, reached = 0, now
-                if attempt >= settings.retries:
-                    raise PrefetchError(
-                        f"{what}: gave up after {attempt + 1} attempts (retries={settings.retries}); "
-                        "last error: "
-                        f"{_first_line(error)}. Partial files are kept under {self.repo_folder}/blobs and a "
-                        "re-run resumes them",
-                        retry_log=self.retry_log[-50:],
+                    got = progress()
+                    if got > reached:
+                        backoffs, reached, failing_since = 0, got, None
+                if failing_since is None:
+                    failing_since = started
+                left = settings.retry_budget_s - (now - failing_since)
+                asked = server_wait(error, clock.time())
+                if left <= 0:
+                    raise self._gave_up(
+                        what, error, attempts=attempts, spent=now - failing_since, asked=asked, progress=progress
                     ) from None
-                wait = _retry_after(error) if _status(error) == 429 else None
-                if wait is None:
+                if asked is not None:
+                    wait = min(asked.seconds, left)
+                    note = asked.describe(wait)
+                else:
                     # Jitter spreads the retries of parallel workers; no security depends on it.
                     jitter = random.uniform(0.75, 1.0)  # noqa: S311
-                    wait = min(_MAX_BACKOFF_S, settings.retry_backoff * (2**attempt)) * jitter
+                    wait = min(_MAX_BACKOFF_S, settings.retry_backoff * (2**backoffs)) * jitter
+                    wait = min(wait, left)
+                    backoffs += 1
+                    note = f"retry in {wait:.1f}s"
                 with self._lock:
-                    self.retry_log.append(f"{what}: {_first_line(error)[:200]} -> retry in {wait:.1f}s")
-                attempt += 1
-                if self._stop.wait(wait):
+                    self.retry_log.append(f"{what}: {_first_line(error)[:200]} -> {note}")
+                if asked is not None:
+                    self._note_wait(what, note, clock.monotonic() + wait)
+                # A run that already failed elsewhere starts no new attempt (see _run_parallel).
+                if clock.wait(self._stop, wait):
                     raise PrefetchError("stopped") from None
+
+    def _gave_up(
+        self,
+        what: str,
+        error: BaseException,
+        *,
+        attempts: int,
+        spent: float,
+        asked: ServerWait | None,
+        progress: Callable[[], int] | None,
+    ) -> PrefetchError:
+        settings = self.settings
+        message = (
+            f"{what}: gave up after {attempts} attempts in {spent:.0f} s (retry_budget_s={settings.retry_budget_s:g}); "
+            f"last error: {_first_line(error)}"
+        )
+        if asked is not None and asked.rate_limited:
+            message += (
+                f". The Hub's rate limit ({asked.reason}) outlasted the retry budget: raise retry_budget_s "
+                "(role variable weights_retry_budget_s)"
+                + ("" if settings.token else " or set HF_TOKEN (the Hub allows an account more than an address)")
+            )
+        if progress is None:
+            # Metadata and the access check come before any file is written: there is nothing to keep.
+            message += ". Nothing was downloaded; run it again once the Hub answers"
+        else:
+            kept = progress()
+            message += (
+                f". The {human_bytes(kept)} of it received so far are kept under {self.repo_folder}/blobs and a "
+                "re-run resumes them"
+                if kept
+                else ". None of it was received; a re-run fetches it from the start"
+            )
+        return PrefetchError(message, retry_log=self.retry_log[-50:])
+
+    def _note_wait(self, what: str, note: str, until: float) -> None:
+        """Show a wait the server asked for in the progress file, so a person watching the play sees why the
+        bytes stopped. A worker process hands it to the parent, which alone writes that file."""
+        if self._in_worker:
+            if self._notes is not None:
+                with contextlib.suppress(Exception):  # progress is a courtesy; it must never fail the download
+                    self._notes.put((what, note, until))
+            return
+        with self._lock:
+            self._waiting[what] = (until, note)
+        self.write_progress()
 
     def _raise_if_fatal(self, error: BaseException) -> None:
         settings = self.settings
@@ -1155,6 +1402,14 @@ class Prefetch:
                 commit=self.commit or None,
             )
         if "RepositoryNotFoundError" in names:
+            # The Hub answers the same 401/404 for a repository that does not exist and for one the caller
+            # may not see, so with a token the message names both; without one, the token is the likely fix.
+            if settings.token:
+                raise PrefetchError(
+                    f"repository {settings.repo} (revision {settings.revision!r}) was not found at {where}, or the "
+                    "token given has no access to it: check the spelling (namespace/name), and that the token's "
+                    "account (or its organization) can read the repository"
+                )
             raise PrefetchError(
                 f"repository {settings.repo} was not found at {where}: check the spelling (namespace/name); "
                 "a private repository also needs HF_TOKEN"
@@ -1175,13 +1430,23 @@ class Prefetch:
         if status in (401, 403):
             raise PrefetchError(
                 f"the Hub at {where} refused the request for {settings.repo} ({status}): "
-                "the token in HF_TOKEN "
-                "is invalid or lacks read access; create a read token and set HF_TOKEN to it"
+                + (
+                    "the token given is invalid or lacks read access; create a read token and set HF_TOKEN to it"
+                    if settings.token
+                    else "no token was given; set HF_TOKEN to a token with read access to the repository"
+                )
             )
         if status is not None and (status in (408, 429) or status >= 500 or status < 400):
             return  # rate limits, server errors and odd partial answers pass; the next attempt resumes
         if status is not None and 400 <= status < 500:
             raise PrefetchError(f"the Hub at {where} answered {status} for {settings.repo}: {_first_line(error)}")
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            # Waiting does not free space: with a retry budget of minutes, retrying would only delay this.
+            raise PrefetchError(
+                f"writing to cache_dir {settings.cache_dir} failed: {_first_line(error)}. Free space on that "
+                "filesystem (or make it writable, or choose another cache_dir), then re-run: the bytes received "
+                "are kept and resumed"
+            )
         if isinstance(error, (_Corrupt, OSError, http.client.HTTPException)):
             return  # transient: wrong bytes, consistency errors, dropped connections, full disk is below
         if type(error).__module__.split(".")[0] in (
@@ -1205,11 +1470,23 @@ class Prefetch:
                 self._progress_state["files"] = files
                 self._progress_state["samples"] = []
 
+    def _current_waits(self) -> list[str]:
+        """The waits the Hub asked for that are still running, with the seconds left (call with the lock held)."""
+        notes = self._notes
+        while notes is not None and not notes.empty():  # what worker processes sent since the last look
+            what, note, until = notes.get()
+            self._waiting[what] = (until, note)
+        now = self.clock.monotonic()
+        for what in [what for what, (until, _) in self._waiting.items() if until <= now]:
+            del self._waiting[what]
+        return [f"{what}: {note}, {until - now:.0f} s left" for what, (until, note) in sorted(self._waiting.items())]
+
     def progress_snapshot(self) -> dict[str, Any]:
         with self._lock:
             phase = self._progress_state.get("phase", "resolving")
             files: list[RemoteFile] = list(self._progress_state.get("files", []))
             samples: list[tuple[float, int]] = self._progress_state.setdefault("samples", [])
+            waiting = self._current_waits()
         total = sum(item.size for item in files)
         done = 0
         files_done = 0
@@ -1243,6 +1520,7 @@ class Prefetch:
             "bytes_done": done,
             "rate_bytes_per_s": round(rate, 1),
             "eta_s": round(eta, 1) if eta is not None else None,
+            "waiting": waiting,
             "updated": time.time(),
         }
 

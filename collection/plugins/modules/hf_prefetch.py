@@ -19,8 +19,16 @@ description:
   - Downloads the missing files in parallel into the standard cache layout (C(blobs/), C(snapshots/<commit>/),
     C(refs/<revision>)); huggingface_hub provides the metadata, URLs and auth headers, and with O(xet=true)
     does the transfer itself. Partial files (C(blobs/<etag>.incomplete)) survive failed or killed runs and are
-    resumed with C(Range); dropped connections, stalls, 429 (honouring C(Retry-After)) and 5xx are retried
-    with backoff, failing with a clear error after O(retries) attempts without progress.
+    resumed with C(Range). Every request to the Hub (metadata, the access check, each file) follows one retry
+    policy, in threads and in worker processes alike. A 429 or 503 waits as long as the Hub asks, in
+    C(Retry-After) (seconds or an HTTP date) or in the C(RateLimit) header (draft-ietf-httpapi-ratelimit-headers,
+    e.g. C("resolvers";r=0;t=300), where the largest C(t) of the policies with C(r=0) counts), whichever is
+    longer, and the wait shows in O(progress_file). Other 5xx, dropped connections and stalls are retried with
+    backoff. A request (a file) fails with a clear error once it has failed for O(retry_budget_s) seconds
+    without progress; no single wait runs past that budget. huggingface_hub's own calls inside a Xet
+    download (O(xet=true)) may also wait for a rate limit before this policy sees the error.
+  - When one file fails for good, no other file starts, but transfers in flight run to their end and are
+    verified and kept; the error names the files that were finished and those that were not.
   - Hashes each downloaded file once against the Hub's sha256 (git blob id for small files) and records it,
     so a re-run checks presence and sizes only; a file with wrong bytes is removed and fetched again.
   - Refuses before writing anything when the repository or revision does not exist, the repository is gated
@@ -85,14 +93,20 @@ options:
     description: Seconds without a byte after which a transfer counts as stalled and is resumed.
     type: float
     default: 60
-  retries:
+  retry_budget_s:
     description:
-      - Consecutive failed attempts without progress, per file (and per metadata call), before giving up with
-        an error. An attempt that moved bytes forward resets the count.
-    type: int
-    default: 8
+      - Seconds a request (a metadata call, or one file) may go on failing without progress before the module
+        gives up with an error; an attempt that moved bytes forward starts the budget again. Waits the Hub
+        asks for (C(Retry-After), C(RateLimit)) count against it, and a wait longer than what is left of it
+        is cut to what is left.
+      - The default outlasts the Hub's 5-minute rate-limit window with room for the retry after it. V(0)
+        gives up at the first failure.
+    type: float
+    default: 900
   retry_backoff:
-    description: First wait in seconds between retries; it doubles on each retry, up to 60 s.
+    description:
+      - First wait in seconds between retries the server named no wait for; it doubles on each retry, up to
+        60 s.
     type: float
     default: 2
   free_space_reserve_bytes:
@@ -105,7 +119,8 @@ options:
     default: false
   progress_file:
     description: JSON file rewritten every second with C(phase), C(bytes_done), C(bytes_total),
-      C(rate_bytes_per_s), C(eta_s), C(files_done), C(files_total).
+      C(rate_bytes_per_s), C(eta_s), C(files_done), C(files_total), and C(waiting), one line per wait the Hub
+      asked for that is running (the request, the seconds, the header that asked, the seconds left).
     type: path
   ca_bundle:
     description:
@@ -179,6 +194,23 @@ retries_used:
   description: Retries this run needed; retry_log says why.
   type: int
   returned: when not in check mode
+retry_log:
+  description: The last 50 retries, each with its error and the wait (the header that asked for it, if any).
+  type: list
+  elements: str
+  returned: when not in check mode
+fetched:
+  description: >-
+    Files downloaded by this run (at most 200). Also returned when the module fails while downloading, with
+    C(files_not_finished): the files finished before the failure are verified and kept.
+  type: list
+  elements: str
+  returned: when not in check mode, and on a failure while downloading
+files_not_finished:
+  description: Files still missing or partial after a failure while downloading (at most 200).
+  type: list
+  elements: str
+  returned: on a failure while downloading
 would_fetch_files:
   description: Files a real run would download.
   type: list
@@ -211,7 +243,7 @@ def main():
             max_workers=dict(type="int", default=8),
             hash_aside=dict(type="str", default="auto", choices=["auto", "always", "never"]),
             stall_timeout=dict(type="float", default=60),
-            retries=dict(type="int", default=8),
+            retry_budget_s=dict(type="float", default=900),
             retry_backoff=dict(type="float", default=2),
             free_space_reserve_bytes=dict(type="int", default=0),
             verify=dict(type="bool", default=False),
