@@ -113,6 +113,26 @@ def test_role_downloads_with_progress_then_changes_nothing(hub: FaultyHub, venv_
             assert TOKEN.encode() not in path.read_bytes()
 
 
+def test_role_prints_the_wait_the_hub_asked_for(hub: FaultyHub, venv_dir: Path, tmp_path: Path):
+    """A rate limit of minutes is a silent stretch of the play: the wait line says why, and the retry budget
+    (weights_retry_budget_s) outlasts it."""
+    files = make_model_files(8, [400_000])
+    commit = hub.store.publish("zai-org/GLM-limited", files)
+    shard = "model-00001-of-00001.safetensors"
+    hub.faults.add(Fault("status", filename=shard, status=429, rate_limit='"resolvers";r=0;t=6'))
+    variables = role_vars(hub, venv_dir, tmp_path, "zai-org/GLM-limited")
+    variables["weights_retry_budget_s"] = 60
+
+    run = play(tmp_path, variables)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"weights_commit={commit}" in run.stdout
+    assert (
+        f"weights zai-org/GLM-limited @ localhost: downloading {shard}: rate limited by the Hub: waiting 6 s "
+        "(RateLimit t=6)"
+    ) in run.stdout, run.stdout
+
+
 def test_role_refuses_a_gated_repository_without_a_token(hub: FaultyHub, venv_dir: Path, tmp_path: Path):
     hub.store.publish("zai-org/GLM-gated", {"config.json": b"{}", "model.safetensors": b"\x07" * 50_000}, gated=True)
 

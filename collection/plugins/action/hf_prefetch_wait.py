@@ -3,7 +3,8 @@
 A 705 GB download runs for hours, longer than any SSH session should stay open, so the weights role starts the
 module with `async`/`poll: 0`. This action then polls the job with async_status and, between polls, reads the
 module's progress file on the target and prints one line (the format of
-`glm_deploy.progress.format_line`, which the glm-deploy CLI parses back into a progress bar). It returns the
+`glm_deploy.progress.format_line`, which the glm-deploy CLI parses back into a progress bar), plus one line per
+wait the Hub asked for (a rate limit) while that wait runs. It returns the
 module's own result when the job ends, and removes the job's status file.
 
 Arguments: `jid` (required), `progress_file`, `label`, `poll_interval` (seconds, default 15), `timeout`
@@ -63,7 +64,7 @@ class ActionModule(ActionBase):
         host = task_vars.get("inventory_hostname", "host") if task_vars else "host"
         label = f"{args.get('label') or 'weights'} @ {host}"
         deadline = time.monotonic() + timeout
-        last_line = None
+        last_lines = None
         while True:
             status = async_status(self, jid, "status", task_vars)
             # A job that ended, or a poll that failed (job file gone, host unreachable), ends the wait.
@@ -71,11 +72,17 @@ class ActionModule(ActionBase):
                 break
             if progress_file:
                 data = self._read_progress(progress_file, task_vars)
+                lines = []
                 if data and data.get("bytes_total"):
-                    line = format_line(label, Progress.from_mapping(data))
-                    if line != last_line:
+                    lines.append(format_line(label, Progress.from_mapping(data)))
+                # Waits the Hub asked for (a rate limit of minutes), shown even before the sizes are known, so a
+                # silent stretch of the play says why it is silent.
+                if data and isinstance(data.get("waiting"), list):
+                    lines += [f"{label}: {str(note)[:300]}" for note in data["waiting"][:8]]
+                if lines and lines != last_lines:
+                    for line in lines:
                         display.display(line)
-                        last_line = line
+                    last_lines = lines
             if time.monotonic() > deadline:
                 return {
                     **result,
