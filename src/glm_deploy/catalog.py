@@ -240,6 +240,27 @@ class IndexCacheSpec:
 
 
 @dataclass(frozen=True)
+class AcceptanceFloor:
+    """The lowest speculative-decoding acceptance a release may show over the gate's prompts."""
+
+    min_acceptance_length: float
+    min_acceptance_rate: float | None
+    source: str
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    """The accuracy gate of a model: a question set, its floor and the largest drop from the last good release."""
+
+    question_set: str
+    floor: float
+    floor_source: str
+    max_drop_points: float
+    max_drop_points_source: str
+    acceptance: AcceptanceFloor | None
+
+
+@dataclass(frozen=True)
 class ModelHardware:
     gpus: int | None
     nodes: int | None
@@ -280,6 +301,7 @@ class ModelSpec:
     dp_attention_args: dict[str, Flags]
     sampling: dict[str, Any]
     hardware: dict[str, ModelHardware]
+    quality: QualitySpec
     source: str
 
 
@@ -712,6 +734,42 @@ def _hardware(name: str, reader: _Reader) -> HardwareSpec:
     )
 
 
+# A question set's name becomes a file name on the host: letters, digits, dots, dashes.
+_QUESTION_SET = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
+
+
+def _quality(reader: _Reader) -> QualitySpec:
+    floor = reader.opt_float("floor")
+    if floor is None or not 0.0 < floor <= 1.0:
+        raise CatalogError(f"catalog entry {reader.where}.floor must be a score in (0, 1], got {floor!r}")
+    drop = reader.opt_float("max_drop_points")
+    if drop is None or drop < 0:
+        raise CatalogError(f"catalog entry {reader.where}.max_drop_points must be 0 or more points, got {drop!r}")
+    question_set = reader.text("set")
+    if not _QUESTION_SET.fullmatch(question_set):
+        raise CatalogError(f"catalog entry {reader.where}.set {question_set!r} is not a question set name")
+    acceptance_reader = reader.opt_sub("acceptance")
+    acceptance = None
+    if acceptance_reader is not None:
+        length = acceptance_reader.opt_float("min_acceptance_length")
+        if length is None or length < 1.0:
+            raise CatalogError(
+                f"catalog entry {acceptance_reader.where}.min_acceptance_length must be 1 or more tokens per step"
+            )
+        rate = acceptance_reader.opt_float("min_acceptance_rate")
+        if rate is not None and not 0.0 <= rate <= 1.0:
+            raise CatalogError(f"catalog entry {acceptance_reader.where}.min_acceptance_rate must be in [0, 1]")
+        acceptance = AcceptanceFloor(length, rate, acceptance_reader.text("source"))
+    return QualitySpec(
+        question_set=question_set,
+        floor=floor,
+        floor_source=reader.text("floor_source"),
+        max_drop_points=drop,
+        max_drop_points_source=reader.text("max_drop_points_source"),
+        acceptance=acceptance,
+    )
+
+
 def _model(name: str, reader: _Reader) -> ModelSpec:
     precision = reader.text("precision")
     if precision not in PRECISIONS:
@@ -803,6 +861,7 @@ def _model(name: str, reader: _Reader) -> ModelSpec:
         dp_attention_args=dp_args,
         sampling=dict(sampling),
         hardware=hardware,
+        quality=_quality(reader.sub("quality")),
         source=reader.text("source"),
     )
 

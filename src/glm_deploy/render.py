@@ -258,6 +258,9 @@ class Plan:
     # The engine's JIT cache directories by kind (deep_gemm, inductor, ...): `cache_dirs` without the HF home.
     cache_kinds: dict[str, str] = dataclasses.field(default_factory=dict)
     warmup: Warmup | None = None
+    # The accuracy gate (glm.deploy.quality_gate): the model's question set, floor, allowed drop and, when the plan
+    # turns speculative decoding on, the acceptance floor and which engine's metrics to read.
+    quality: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -1309,7 +1312,35 @@ def render_plan(
         warnings=renderer.warnings,
         cache_kinds=cache_kinds,
         warmup=warmup,
+        quality=_quality(model_spec, engine_spec, speculative is not None),
     )
+
+
+def _quality(model: ModelSpec, engine: EngineSpec, speculative: bool) -> dict[str, Any]:
+    spec = model.quality
+    quality: dict[str, Any] = {
+        "set": spec.question_set,
+        "floor": spec.floor,
+        "floor_source": spec.floor_source,
+        "max_drop_points": spec.max_drop_points,
+        "max_drop_points_source": spec.max_drop_points_source,
+        "speculative": None,
+    }
+    if speculative:
+        floor = spec.acceptance
+        quality["speculative"] = {
+            # vLLM and SGLang name their acceptance metrics differently; the CPU build is vLLM's.
+            "engine": "sglang" if engine.name.startswith("sglang") else "vllm",
+            "method": "EAGLE over the MTP head" if engine.speculative_kind == "eagle" else "MTP",
+            "floor": None
+            if floor is None
+            else {
+                "min_acceptance_length": floor.min_acceptance_length,
+                "min_acceptance_rate": floor.min_acceptance_rate,
+                "source": floor.source,
+            },
+        }
+    return quality
 
 
 def _benchmark(hardware: HardwareSpec, model: str, engine: str, speculative: bool, nodes: int) -> dict[str, Any]:
