@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "plan",
     "sandbox",
     "deployment",  # deploy, verify, benchmark, status, history
+    "lock",
     "client_env",
     "schedule",
 )

@@ -727,9 +727,13 @@ class Deployment:
 
         host_releases: dict[str, dict[str, Any]] = {}
         host_caches: dict[str, dict[str, Any]] = {}
+        host_quality: dict[str, list[dict[str, Any]]] = {}
 
         def collect(event: dict[str, Any]) -> None:
             data = event.get("event_data") or {}
+            gate = _quality_gate_result(event)
+            if gate is not None:
+                host_quality.setdefault(str(data.get("host")), []).append(gate)
             if event.get("event") == "runner_on_ok":
                 facts = (data.get("res") or {}).get("ansible_facts") or {}
                 reported = facts.get(RELEASE_FACT)
@@ -791,6 +795,7 @@ class Deployment:
             release=release,
             host_releases=host_releases,
             host_caches=host_caches,
+            host_quality=host_quality,
             artifact_dir=str(result.artifact_dir) if result else None,
             error=str(failure) if failure is not None else None,
             controller=_controller(),
@@ -905,6 +910,33 @@ def _host_release(entries: list[HistoryEntry], host: str) -> Release | None:
         if entry.ok and host in entry.hosts and entry.release is not None:
             return entry.release
     return None
+
+
+def _quality_gate_result(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The scores of a glm.deploy.quality_gate task that passed or failed, from its runner event; else None."""
+    if event.get("event") not in ("runner_on_ok", "runner_on_failed"):
+        return None
+    data = event.get("event_data") or {}
+    if not str(data.get("task_action", "")).endswith("quality_gate"):
+        return None
+    result = data.get("res") or {}
+    accuracy = result.get("accuracy")
+    if not isinstance(accuracy, Mapping):
+        return None
+    speculative = result.get("speculative")
+    return {
+        "release_id": result.get("release_id"),
+        "passed": bool(result.get("passed")),
+        "set": accuracy.get("set"),
+        "score": accuracy.get("score"),
+        "correct": accuracy.get("correct"),
+        "total": accuracy.get("total"),
+        "floor": accuracy.get("floor"),
+        "baseline": accuracy.get("baseline"),
+        "seconds": accuracy.get("seconds"),
+        "speculative": dict(speculative) if isinstance(speculative, Mapping) else None,
+        "message": result.get("message"),
+    }
 
 
 def _host_caches_entry(entries: list[HistoryEntry], host: str) -> HistoryEntry | None:

@@ -178,6 +178,10 @@ class HistoryEntry:
     # Per host, its JIT caches by kind (path, bytes, files, warm, since, release_id, warmed_by) as the server role
     # reported them (fact glm_caches) after the endpoint answered; empty in entries written before it existed.
     host_caches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per host, every quality gate the run made there, in order (glm.deploy.quality_gate: release_id, set, score,
+    # correct, total, floor, baseline, passed, message): a refused release and the gate of the release restored
+    # after it both appear. Empty in entries written before the gate existed.
+    host_quality: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     artifact_dir: str | None = None
     error: str | None = None
     controller: dict[str, Any] = field(default_factory=dict)

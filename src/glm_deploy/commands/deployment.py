@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from glm_deploy import benchmark_report
+from glm_deploy import benchmark_report, stack_lock
 from glm_deploy.deployment import Deployment, HostStatus, RunOutcome
 from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
 from glm_deploy.history import HistoryEntry
@@ -164,6 +164,23 @@ def add_redeploy_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-output-tps",
         type=float,
         help="after verify, benchmark and refuse the release below this many output tokens/s",
+    )
+    parser.add_argument(
+        "--canary",
+        action="store_true",
+        help="move the first host alone; only when it passes every gate, lock its release (--lock-file) and "
+        "move the other hosts to exactly that release",
+    )
+    parser.add_argument(
+        "--from-lock",
+        action="store_true",
+        help="serve the release the lock file names for this model/engine/hardware (its commit, engine, image)",
+    )
+    parser.add_argument(
+        "--lock-file",
+        type=Path,
+        default=Path(stack_lock.LOCK_FILE),
+        help=f"the stack lock that --canary moves and --from-lock reads (default {stack_lock.LOCK_FILE})",
     )
 
 
@@ -325,6 +342,8 @@ def run_command(args: argparse.Namespace) -> int:
             handle = deployment.start(
                 command, if_changed=args.if_changed, limit=args.limit, on_event=display.handle
             )
+        elif command == "redeploy" and (args.canary or args.from_lock):
+            return _locked_redeploy(args, deployment, display)
         elif command in ("redeploy", "rollback"):
             floor = getattr(args, "min_output_tps", None)
             handle = deployment.start(
@@ -366,6 +385,53 @@ def run_command(args: argparse.Namespace) -> int:
         for written in outcome.sweeps:
             print(sweep_summary(written))
     return 0
+
+
+def _locked_redeploy(args: argparse.Namespace, deployment: Deployment, display: RunDisplay) -> int:
+    """redeploy --canary (the first host gates the lock, the rest follow it) or --from-lock."""
+    try:
+        if args.canary and args.from_lock:
+            raise InputError(
+                "--canary and --from-lock exclude each other", hint="a canary moves the lock; --from-lock reads it"
+            )
+        target = redeploy_target(args)
+        if args.from_lock:
+            settings = deployment.settings(target)
+            key = stack_lock.stack_key(str(settings["model"]), str(settings["engine"]), str(settings["hardware"]))
+            locked = stack_lock.locked_release(args.lock_file, key)
+            target.update({"revision": locked.model_commit})
+            if locked.engine_version:
+                target["engine_version"] = locked.engine_version
+            outcome = deployment.redeploy(
+                to=target, serial=args.serial, limit=args.limit, on_event=display.handle,
+                break_host_lock=args.break_host_lock,
+            )
+            document: dict[str, Any] = outcome.to_dict()
+            text = summary_text(outcome)
+        else:
+            result = stack_lock.canary_redeploy(
+                deployment, args.lock_file, to=target, if_changed=args.if_changed, serial=args.serial,
+                on_event=display.handle,
+            )
+            document = result.to_dict()
+            if result.locked is None:
+                text = summary_text(result.canary)
+            else:
+                text = (
+                    f"canary {result.locked.canary} passed every gate ({_gate_line(result.locked.gates)}); "
+                    f"locked {result.locked.release.release_id} for {result.locked.key} in {args.lock_file}"
+                    + (f"; the other hosts follow it:\n{summary_text(result.fleet)}" if result.fleet else "")
+                )
+    except GlmDeployError as error:
+        display.close()
+        return _fail(args, "redeploy", error)
+    display.close()
+    print(json.dumps(document, indent=2) if args.json else text)
+    return 0
+
+
+def _gate_line(gates: Mapping[str, Any]) -> str:
+    return f"accuracy {gates.get('min_score')} on {gates.get('set')}, floor {gates.get('floor')}"
 
 
 def sweep_summary(written: benchmark_report.WrittenReport) -> str:
