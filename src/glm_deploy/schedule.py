@@ -14,6 +14,8 @@ A policy (YAML) names what to run and when:
       engine_version: "0.19.1"    #   an engine release; or image: vllm/vllm-openai:latest (an engine tag)
     serial: 1                     # optional: hosts moved at once (a count or a share such as 25%)
     min_output_tps: 300           # optional: benchmark floor the new release must reach
+    canary: true                  # optional: the first host gates the stack lock, the others follow the lock
+    lock_file: stack.lock.yml     # optional (with canary): the lock moved after a canary passes every gate
 
 The service runs `glm-deploy redeploy --if-changed -i INVENTORY [--revision ...]`: it resolves the release (the
 model branch to a commit on the Hub) and redeploys, staged and verified with automatic rollback, only when that
@@ -72,6 +74,8 @@ _POLICY_KEYS = {
     "follow",
     "serial",
     "min_output_tps",
+    "canary",
+    "lock_file",
 }
 # What a policy may follow, as `glm-deploy redeploy` options.
 _FOLLOW_KEYS = ("revision", "engine_version", "image")
@@ -91,6 +95,8 @@ class SchedulePolicy:
     follow: dict[str, str] = field(default_factory=dict)
     serial: str | None = None
     min_output_tps: float | None = None
+    canary: bool = False
+    lock_file: Path | None = None
 
     def redeploy_arguments(self) -> list[str]:
         """The `glm-deploy redeploy` options this policy adds after `--if-changed -i INVENTORY`."""
@@ -102,6 +108,10 @@ class SchedulePolicy:
             arguments += ["--serial", self.serial]
         if self.min_output_tps is not None:
             arguments += ["--min-output-tps", f"{self.min_output_tps:g}"]
+        if self.canary:
+            arguments += ["--canary"]
+            if self.lock_file is not None:
+                arguments += ["--lock-file", str(self.lock_file)]
         return arguments
 
     @property
@@ -213,7 +223,19 @@ def load_policy(path: Path, *, project_dir: Path | None = None) -> SchedulePolic
     floor = data.get("min_output_tps")
     if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float) or floor <= 0):
         raise InputError(f"policy {path}: min_output_tps {clip(floor)} must be a positive number (tokens/s)")
+    canary = data.get("canary", False)
+    if not isinstance(canary, bool):
+        raise InputError(f"policy {path}: canary {clip(canary)} must be true or false")
+    lock_file = None
+    if data.get("lock_file") is not None:
+        if not canary:
+            raise InputError(f"policy {path}: lock_file applies with canary: true", hint="add canary: true")
+        lock_file = Path(check_one_line(f"policy {path}: lock_file", str(data["lock_file"]))).expanduser()
+        if not lock_file.is_absolute():
+            lock_file = (path.parent / lock_file).resolve()
     return SchedulePolicy(
+        canary=canary,
+        lock_file=lock_file,
         follow={key: str(value) for key, value in follow.items()},
         serial=str(serial) if serial is not None else None,
         min_output_tps=float(floor) if floor is not None else None,

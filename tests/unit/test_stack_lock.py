@@ -186,3 +186,32 @@ def test_a_canary_that_fails_its_gate_leaves_the_lock_and_the_fleet_alone(tmp_pa
     assert [call["limit"] for call in fake.calls] == ["h1"]
     assert lock_file.read_text() == before
     assert stack_lock.locked_release(lock_file, KEY) == GOOD
+
+
+def _policy(tmp_path: Path, **extra: Any) -> Path:
+    path = tmp_path / "policy.yml"
+    path.write_text(yaml.safe_dump({"name": "canary", "inventory": "inventories/sandbox", "on_calendar": "hourly",
+                                    "follow": {"revision": "main"}, **extra}))
+    return path
+
+
+def test_a_canary_schedule_runs_redeploy_with_the_canary_and_its_lock(tmp_path: Path) -> None:
+    from glm_deploy.schedule import load_policy, render_units
+
+    policy = load_policy(_policy(tmp_path, canary=True, lock_file="team/stack.lock.yml"),
+                         project_dir=Path(__file__).resolve().parents[2])
+    assert policy.redeploy_arguments()[-3:] == ["--canary", "--lock-file", str(tmp_path / "team" / "stack.lock.yml")]
+    service = render_units(policy, executable="/usr/bin/glm-deploy")[policy.service_name]
+    assert "--if-changed" in service and "--canary --lock-file" in service
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [({"canary": "yes"}, "canary 'yes' must be true or false"), ({"lock_file": "x.yml"}, "applies with canary")],
+)
+def test_a_bad_canary_policy_is_refused(tmp_path: Path, extra: dict[str, Any], error: str) -> None:
+    from glm_deploy.errors import InputError
+    from glm_deploy.schedule import load_policy
+
+    with pytest.raises(InputError, match=error):
+        load_policy(_policy(tmp_path, **extra), project_dir=Path(__file__).resolve().parents[2])
