@@ -58,11 +58,15 @@ def sandbox_name() -> str:
 
 
 def wheelhouse_dir() -> Path:
-    """The controller-side wheelhouse the engine is installed from inside sandbox hosts (no index there)."""
+    """The controller-side wheelhouse the engine is installed from inside sandbox hosts (no index there).
+
+    It lives in the user's cache, not the checkout: 900 MB of wheels that do not change with the code are
+    downloaded once per machine, not once per clone.
+    """
     override = os.environ.get(WHEELHOUSE_DIR_ENV)
     if override:
         return Path(override).resolve()
-    return project_root() / ".cache" / "wheelhouse"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glm-deploy" / "wheelhouse"
 
 
 def progress(message: str) -> None:
