@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -128,6 +129,15 @@ def test_the_deploy_recorded_release_a_on_both_hosts(deployment: Deployment) -> 
         # The host keeps the rendered plan with the release (no secret in it), so a rollback restores it whole.
         assert staged["plan"]["nodes"][0]["argv"][-1] == "8000"
         assert deployment.api_key not in json.dumps(staged)
+    # The accuracy gate passed on every host and the history keeps its score for the release.
+    deploy_entry = next(entry for entry in reversed(deployment.api().history()) if entry.command == "deploy")
+    for host in deployment.hosts:
+        (gate,) = deploy_entry.host_quality[host]
+        assert gate["passed"] and gate["set"] == "sandbox-addition-v1" and gate["release_id"] == release.release_id
+        assert gate["score"] >= 0.9 and gate["floor"] == 0.9, gate
+        recorded = json.loads(in_host(host, f"cat {RELEASES}/{release.release_id}/quality.json").stdout)
+        assert recorded["passed"] and recorded["accuracy"]["score"] == gate["score"]
+        print(f"\naccuracy gate on {host}: {gate['message']} in {gate['seconds']} s")
 
 
 def test_redeploy_moves_the_fleet_to_b_staging_before_the_cut_over(deployment: Deployment) -> None:
@@ -224,6 +234,48 @@ def test_broken_release_rolls_back_and_stops_after_the_first_host(deployment: De
     assert host_state(second) == second_state_before
     assert exec_start(second, deployment.unit) == second_unit_before
     assert health_status(host_url(second, deployment.port)) == 200
+
+
+def test_a_release_that_answers_worse_is_refused_by_the_accuracy_gate(deployment: Deployment) -> None:
+    # Revision 3 is the trained model with its weights perturbed: it starts, answers /health, chats and streams,
+    # and gets most sums wrong. Only the accuracy gate can tell.
+    api = deployment.api()
+    release_b = api.current_release()
+    assert release_b is not None
+    first = deployment.hosts[0]
+    started = time.monotonic()
+
+    answer = cli(deployment, "redeploy", "--revision", "revision-3", "--limit", first)
+
+    took = time.monotonic() - started
+    assert answer.returncode == 1, answer.stdout[-3000:] + answer.stderr[-3000:]
+    error = json.loads(answer.stdout)
+    assert error["host"] == first
+    refusal = r"accuracy (0\.\d+) \((\d+)/60 on sandbox-addition-v1\) is below the floor 0\.900"
+    found = re.search(refusal, error["error"])
+    assert found is not None, error
+    assert float(found[1]) < 0.9
+    assert f"Rolled back to release {release_b.release_id}" in error["error"], error
+
+    failed_entry, rollback_entry = api.history()[-2:]
+    assert (failed_entry.command, failed_entry.status) == ("redeploy", "failed")
+    refused, restored = failed_entry.host_quality[first]
+    failed_id = failed_entry.host_releases[first]["failed_release"]
+    assert (refused["release_id"], refused["passed"], refused["score"]) == (failed_id, False, float(found[1]))
+    assert refused["baseline"]["release_id"] == release_b.release_id  # the last good release it was held against
+    assert (restored["release_id"], restored["passed"]) == (release_b.release_id, True)
+    assert rollback_entry.command == "rollback" and "accuracy" in (rollback_entry.note or "")
+    assert api.current_release() == release_b
+    state = host_state(first)
+    assert state["current"] == release_b.release_id
+    assert release_document(first, failed_id)["status"] == "failed"
+    assert f"--revision {deployment.hub_revisions['revision-2']}" in exec_start(first, deployment.unit)
+    assert health_status(host_url(first, deployment.port)) == 200
+    print(
+        f"\nredeploy to the degraded revision on {first}: refused in {took:.0f} s ({refused['message']}); "
+        f"restored {release_b.release_id} ({restored['message']}); each gate took {refused['seconds']} s "
+        f"and {restored['seconds']} s"
+    )
 
 
 def test_a_redeploy_lock_held_on_a_host_is_named_and_nothing_changes(deployment: Deployment) -> None:

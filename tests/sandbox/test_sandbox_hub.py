@@ -44,7 +44,7 @@ def test_snapshot_download_of_main_gets_revision_1_byte_for_byte(hub: tuple[str,
 
 def test_revision_2_is_a_second_commit_with_other_weights(hub: tuple[str, Published], tmp_path: Path) -> None:
     url, published = hub
-    assert published.branches == {"1": "main", "2": "revision-2"}
+    assert published.branches == {"1": "main", "2": "revision-2", "3": "revision-3"}
     assert published.revisions["1"] != published.revisions["2"]
     pinned = Path(snapshot_download(REPO_ID, revision=published.revisions["2"], endpoint=url, cache_dir=tmp_path))
     fetched = digests(pinned)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,10 +28,14 @@ EXPECTED_FILES = {
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Revision 1 built twice (separate processes, different hash seeds) and revision 2 once, via the CLI."""
+    """Revision 1 built twice (separate processes, different hash seeds), revisions 2 and 3 once, via the CLI.
+
+    Training runs once per recipe (the builder keeps it in its cache); test_training_is_repeatable shows that two
+    trainings in two processes give the same weights.
+    """
     root = tmp_path_factory.mktemp("tiny-model")
     made: dict[str, Path] = {}
-    for label, revision, hash_seed in (("r1-a", 1, "1"), ("r1-b", 1, "987"), ("r2", 2, "1")):
+    for label, revision, hash_seed in (("r1-a", 1, "1"), ("r1-b", 1, "987"), ("r2", 2, "1"), ("r3", 3, "1")):
         out = root / label
         completed = glm_deploy(
             "sandbox",
@@ -63,6 +70,63 @@ def test_revision_2_has_other_weights_and_the_same_architecture(builds: dict[str
     assert one["model.safetensors"] != two["model.safetensors"]
     for same in ("config.json", "tokenizer.json", "chat_template.jinja", "generation_config.json"):
         assert one[same] == two[same], same
+
+
+def _record(directory: Path) -> dict[str, object]:
+    return dict(json.loads((directory / "glm_deploy_build.json").read_text()))
+
+
+def test_trained_revisions_add_and_the_degraded_one_does_not(builds: dict[str, Path]) -> None:
+    # Scored at build time on the accuracy gate's held-out set, with the bfloat16 weights the engine loads.
+    one, two, three = (_record(builds[label]) for label in ("r1-a", "r2", "r3"))
+    assert one["question_set"] == "sandbox-addition-v1"
+    assert float(one["held_out_score"]) >= 0.9, one  # type: ignore[arg-type]
+    assert float(two["held_out_score"]) >= 0.9, two  # type: ignore[arg-type]
+    assert float(three["held_out_score"]) < 0.5, three  # type: ignore[arg-type]
+    print(f"\nheld-out scores: r1 {one['held_out_score']}, r2 {two['held_out_score']}, r3 {three['held_out_score']}")
+    assert digests(builds["r3"])["model.safetensors"] != digests(builds["r1-a"])["model.safetensors"]
+
+
+def test_the_held_out_pairs_are_never_trained_on() -> None:
+    from glm_deploy.sandbox import tiny_model
+
+    held = tiny_model.held_out_pairs()
+    assert len(held) == len(set(held)) == 60
+    # train_addition draws from every pair but these; the gate asks exactly these.
+    gate = json.loads(tiny_model.question_set_path().read_text())["questions"]
+    assert [f"What is {a} + {b}?" for a, b in held] == [item["question"] for item in gate]
+
+
+TRAIN_TWICE = """
+import hashlib, sys, tempfile
+from pathlib import Path
+from glm_deploy.sandbox import tiny_model
+with tempfile.TemporaryDirectory() as folder:
+    model, tokenizer, _, _ = tiny_model.untrained_model(Path(folder), tiny_model.corpus_files())
+    tiny_model.train_addition(model, tokenizer, steps=int(sys.argv[1]))
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().float().numpy().tobytes())
+    print(digest.hexdigest())
+"""
+
+
+def test_training_is_repeatable() -> None:
+    # Two processes, 20 steps each (the whole recipe is the same loop, longer): the same weights to the bit.
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", TRAIN_TWICE, "20"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            timeout=600,
+        )
+        for seed in ("1", "2")
+    ]
+    assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
+    first, second = (run.stdout.strip().splitlines()[-1] for run in runs)
+    assert first == second and len(first) == 64
 
 
 def test_config_is_a_small_glm_moe_the_cpu_engine_accepts(builds: dict[str, Path]) -> None:
@@ -164,6 +228,6 @@ def test_transformers_loads_it_and_generates(tmp_path: Path) -> None:
 
 
 def test_an_unknown_revision_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(SandboxError, match="revision 3 does not exist"):
-        build_tiny_model(tmp_path / "m", revision=3)
+    with pytest.raises(SandboxError, match="revision 4 does not exist"):
+        build_tiny_model(tmp_path / "m", revision=4)
     assert not (tmp_path / "m").exists()

@@ -12,7 +12,7 @@ from glm_deploy.errors import InputError
 from glm_deploy.sandbox import hosts as sandbox_hosts
 from glm_deploy.sandbox.hosts import SANDBOX_ENGINE, catalog_facts
 from glm_deploy.sandbox.hub_service import DEFAULT_HUB_PORT
-from glm_deploy.sandbox.tiny_model import build_tiny_model, smoke_generate
+from glm_deploy.sandbox.tiny_model import REVISIONS, build_tiny_model, smoke_generate
 from glm_deploy.sandbox.wheelhouse import ensure_wheelhouse
 
 
@@ -50,8 +50,8 @@ def register(subparsers: Any) -> None:
         "--revision",
         type=int,
         default=1,
-        choices=(1, 2),
-        help="1 (published on main) or 2 (other weights, for redeploy tests)",
+        choices=REVISIONS,
+        help="1 (trained, published on main), 2 (slightly other weights, as good) or 3 (degraded: answers worse)",
     )
     build_model.add_argument(
         "--check", action="store_true", help="then load it with transformers and generate a few tokens"
@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
     wheelhouse = actions.add_parser(
         "wheelhouse", help="download the CPU engine and its dependencies for offline install"
     )
-    wheelhouse.add_argument("--dest", type=Path, default=None, help="folder (default .cache/wheelhouse)")
+    wheelhouse.add_argument("--dest", type=Path, default=None, help="folder (default ~/.cache/glm-deploy/wheelhouse)")
     wheelhouse.set_defaults(handler=_wheelhouse)
 
 
