@@ -8,7 +8,6 @@ real plans and read back with systemd's quoting rules.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import stat
 import subprocess
@@ -25,6 +24,7 @@ from ansible.plugins.filter.core import FilterModule as AnsibleCoreFilters
 from ansible.plugins.test.core import TestModule as AnsibleCoreTests
 from tests.deploy.test_systemd_quoting import _systemd_split
 from tests.equipment.hanging_engine import HangingEngine
+from tests.equipment.load import load_file
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import render_plan
@@ -42,16 +42,10 @@ ANSWER_TIMEOUT = 10
 PROCESS_SLACK = 5
 
 
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-watchdog = _load("generation_watchdog", SCRIPT)
-systemd_filters = _load("glm_systemd_filters_for_watchdog", REPO / "collection" / "plugins" / "filter" / "systemd.py")
+watchdog = load_file("generation_watchdog", SCRIPT)
+systemd_filters = load_file(
+    "glm_systemd_filters_for_watchdog", REPO / "collection" / "plugins" / "filter" / "systemd.py"
+)
 
 
 class Host:
@@ -340,7 +334,7 @@ def test_settings_that_cannot_work_are_refused(host: Host, option: str, value: s
 # -- the timer and service templates -------------------------------------------------------------------------------
 
 CATALOG = load_catalog()
-DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+DEFAULTS = yaml.safeload_file((ROLE / "defaults" / "main.yml").read_text())
 
 
 def render(template: str, plan: dict[str, Any], **extra: Any) -> str:
@@ -433,7 +427,7 @@ def test_the_timer_probes_every_interval_after_the_last_probe_ended() -> None:
 
 
 def test_every_watchdog_default_has_an_argument_spec_with_a_description() -> None:
-    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    specs = yaml.safeload_file((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
     names = [name for name in DEFAULTS if name.startswith("server_watchdog_")]
 
     assert len(names) == 7

@@ -3,7 +3,6 @@ against a stand-in chat endpoint over real HTTP (tests/equipment/graded_engine.p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 from tests.equipment.graded_engine import GradedEngine, serve
+from tests.equipment.load import load_file
 from tests.equipment.playbook import run_playbook
 
 from glm_deploy.catalog import load_catalog
@@ -23,15 +23,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "metrics"
 API_KEY = "quality-gate-test-key-7d41c9e2a8"  # distinctive, so any leak is found by a plain search
 
 
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-quality = _load("glm_quality_for_tests", REPO / "collection" / "plugins" / "module_utils" / "quality.py")
+quality = load_file("glm_quality_for_tests", REPO / "collection" / "plugins" / "module_utils" / "quality.py")
 
 
 def _set(name: str) -> dict[str, Any]:
