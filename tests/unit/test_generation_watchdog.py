@@ -334,7 +334,7 @@ def test_settings_that_cannot_work_are_refused(host: Host, option: str, value: s
 # -- the timer and service templates -------------------------------------------------------------------------------
 
 CATALOG = load_catalog()
-DEFAULTS = yaml.safeload_file((ROLE / "defaults" / "main.yml").read_text())
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 
 
 def render(template: str, plan: dict[str, Any], **extra: Any) -> str:
@@ -427,7 +427,7 @@ def test_the_timer_probes_every_interval_after_the_last_probe_ended() -> None:
 
 
 def test_every_watchdog_default_has_an_argument_spec_with_a_description() -> None:
-    specs = yaml.safeload_file((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
     names = [name for name in DEFAULTS if name.startswith("server_watchdog_")]
 
     assert len(names) == 7
