@@ -98,7 +98,7 @@ def _digest_of(directory: Path) -> dict[str, str]:
 
 
 def publish_tiny_model(repo_id: str) -> Published:
-    """Publish revision 1 on `main` and 2 on `revision-2`, once: republishing makes new commits."""
+    """Publish revision 1 on `main`, 2 on `revision-2` and 3 on `revision-3`, once: republishing makes new commits."""
     store = HubStore(hub_root())
     record_path = state_dir() / PUBLISHED_FILE
     directories = {revision: _built_model(revision) for revision in REVISIONS}
