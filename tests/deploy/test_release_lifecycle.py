@@ -138,6 +138,14 @@ def test_the_deploy_recorded_release_a_on_both_hosts(deployment: Deployment) -> 
         recorded = json.loads(in_host(host, f"cat {RELEASES}/{release.release_id}/quality.json").stdout)
         assert recorded["passed"] and recorded["accuracy"]["score"] == gate["score"]
         print(f"\naccuracy gate on {host}: {gate['message']} in {gate['seconds']} s")
+    # The gated release is what `glm-deploy lock` records for the team to commit.
+    lock_file = deployment.state_dir / "stack.lock.yml" if deployment.state_dir else REPO_ROOT / "unused.yml"
+    locked = cli(deployment, "lock", "--file", str(lock_file))
+    assert locked.returncode == 0, locked.stdout[-2000:] + locked.stderr[-2000:]
+    entry = json.loads(locked.stdout)
+    assert entry["release_id"] == release.release_id and entry["release"]["model_commit"] == release.model_commit
+    assert entry["gates"]["min_score"] >= 0.9 and sorted(entry["hosts"]) == sorted(deployment.hosts)
+    assert deployment.api_key not in lock_file.read_text()
 
 
 def test_redeploy_moves_the_fleet_to_b_staging_before_the_cut_over(deployment: Deployment) -> None:
