@@ -215,3 +215,14 @@ def test_a_bad_canary_policy_is_refused(tmp_path: Path, extra: dict[str, Any], e
 
     with pytest.raises(InputError, match=error):
         load_policy(_policy(tmp_path, **extra), project_dir=Path(__file__).resolve().parents[2])
+
+
+def test_the_run_summary_shows_each_hosts_gate() -> None:
+    from glm_deploy.commands.deployment import summary_text
+    from glm_deploy.deployment import RunOutcome
+
+    refused = {**_gate(NEWER, 0.267, passed=False), "message": "accuracy 0.267 (16/60) is below the floor 0.900"}
+    entry = _entry("run-9", GOOD, {"h1": [refused, _gate(GOOD, 0.983)]}, status="failed", command="redeploy")
+    text = summary_text(RunOutcome(command="redeploy", entry=entry))
+    assert f"h1: quality gate REFUSED for release {NEWER.release_id}: accuracy 0.267 (16/60) is below" in text
+    assert f"h1: quality gate passed for release {GOOD.release_id}: m" in text

@@ -326,6 +326,11 @@ def summary_text(outcome: RunOutcome) -> str:
         if host_outcome:
             took = f" (cut-over to healthy {reported['cutover_s']} s)" if reported.get("cutover_s") else ""
             lines.append(f"  {host}: {host_outcome.replace('_', ' ')} release {reported.get('release_id')}{took}")
+    for host, gates in entry.host_quality.items():
+        for gate in gates:
+            verdict = "passed" if gate.get("passed") else "REFUSED"
+            release_id = gate.get("release_id")
+            lines.append(f"  {host}: quality gate {verdict} for release {release_id}: {gate.get('message')}")
     if entry.release is not None:
         lines.append(f"  release {entry.release.release_id}: {entry.release.describe()}")
     if entry.artifact_dir:
