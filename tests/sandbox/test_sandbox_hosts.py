@@ -107,7 +107,7 @@ def test_up_starts_a_booted_host_and_the_hub(sandbox: dict[str, Any]) -> None:
     assert host["in_inventory"] is True
     assert sandbox["hub"]["answering"] is True
     assert sandbox["hub"]["repo_id"] == "glm-deploy/glm-tiny"
-    assert set(sandbox["hub"]["revisions"]) == {"1", "2"}
+    assert set(sandbox["hub"]["revisions"]) == {"1", "2", "3"}
 
 
 def test_ssh_as_ubuntu_with_the_sandbox_key_and_passwordless_sudo(sandbox: dict[str, Any]) -> None:
