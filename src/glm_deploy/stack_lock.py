@@ -75,12 +75,17 @@ class LockedRelease:
 
     def target(self) -> dict[str, Any]:
         """The redeploy target that serves exactly this release: the commit, not the branch."""
-        target: dict[str, Any] = {"revision": self.release.model_commit}
-        if self.release.engine_version:
-            target["engine_version"] = self.release.engine_version
-        if self.release.runtime == "container" and self.release.image:
-            target["image"] = self.release.image
-        return target
+        return release_target(self.release)
+
+
+def release_target(release: Release) -> dict[str, Any]:
+    """The redeploy settings that serve exactly `release`: its commit, engine version and (container) image."""
+    target: dict[str, Any] = {"revision": release.model_commit}
+    if release.engine_version:
+        target["engine_version"] = release.engine_version
+    if release.runtime == "container" and release.image:
+        target["image"] = release.image
+    return target
 
 
 def gates_of(entry: HistoryEntry) -> dict[str, Any] | None:

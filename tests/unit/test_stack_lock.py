@@ -226,3 +226,12 @@ def test_the_run_summary_shows_each_hosts_gate() -> None:
     text = summary_text(RunOutcome(command="redeploy", entry=entry))
     assert f"h1: quality gate REFUSED for release {NEWER.release_id}: accuracy 0.267 (16/60) is below" in text
     assert f"h1: quality gate passed for release {GOOD.release_id}: m" in text
+
+
+def test_a_locked_container_release_is_served_with_its_image_too() -> None:
+    container = dataclasses.replace(GOOD, runtime="container", image="vllm/vllm-openai:v0.19.1")
+    assert stack_lock.release_target(container) == {
+        "revision": "1" * 40,
+        "engine_version": "0.32.0",
+        "image": "vllm/vllm-openai:v0.19.1",
+    }

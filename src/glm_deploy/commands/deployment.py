@@ -403,10 +403,7 @@ def _locked_redeploy(args: argparse.Namespace, deployment: Deployment, display: 
         if args.from_lock:
             settings = deployment.settings(target)
             key = stack_lock.stack_key(str(settings["model"]), str(settings["engine"]), str(settings["hardware"]))
-            locked = stack_lock.locked_release(args.lock_file, key)
-            target.update({"revision": locked.model_commit})
-            if locked.engine_version:
-                target["engine_version"] = locked.engine_version
+            target.update(stack_lock.release_target(stack_lock.locked_release(args.lock_file, key)))
             outcome = deployment.redeploy(
                 to=target, serial=args.serial, limit=args.limit, on_event=display.handle,
                 break_host_lock=args.break_host_lock,
