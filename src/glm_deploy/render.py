@@ -902,7 +902,7 @@ class _Renderer:
             env.update(speculative.env)
             first = next(iter(speculative.args), None)
             if first:
-                kind = "EAGLE over the MTP head" if engine.speculative_kind == "eagle" else "MTP"
+                kind = _speculative_method(engine)
                 why[first] = (
                     f"speculative decoding ({kind}): drafts tokens with the model's own MTP layer for lower "
                     f"latency at low concurrency ({speculative.source})"
@@ -1316,6 +1316,11 @@ def render_plan(
     )
 
 
+def _speculative_method(engine: EngineSpec) -> str:
+    """How the engine drafts tokens with GLM's MTP layer, as explanations and gate messages name it."""
+    return "EAGLE over the MTP head" if engine.speculative_kind == "eagle" else "MTP"
+
+
 def _quality(model: ModelSpec, engine: EngineSpec, speculative: bool) -> dict[str, Any]:
     spec = model.quality
     quality: dict[str, Any] = {
@@ -1331,7 +1336,7 @@ def _quality(model: ModelSpec, engine: EngineSpec, speculative: bool) -> dict[st
         quality["speculative"] = {
             # vLLM and SGLang name their acceptance metrics differently; the CPU build is vLLM's.
             "engine": "sglang" if engine.name.startswith("sglang") else "vllm",
-            "method": "EAGLE over the MTP head" if engine.speculative_kind == "eagle" else "MTP",
+            "method": _speculative_method(engine),
             "floor": None
             if floor is None
             else {
