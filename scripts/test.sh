@@ -2,18 +2,36 @@
 # The test command (README, second command; CI runs it through .ci/run): installs everything into a fresh venv,
 # then runs ruff, mypy (strict on src/), yamllint, ansible-lint (production profile) and pytest.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m "not sandbox"`.
+# `scripts/test.sh --fast` is the fast tier for a developer (about a minute): it reuses the venv when it exists and
+# runs ruff, mypy and the unit tests only (`-m unit`: no process, no sandbox; see docs/TESTING.md).
 set -euo pipefail
+fast=0
+if [ "${1:-}" = "--fast" ]; then
+  fast=1
+  shift
+fi
 # shellcheck source=scripts/bootstrap.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
-need_root
 cd "$GLM_ROOT"
+export PATH="$GLM_VENV/bin:$PATH"
+export ANSIBLE_HOME="$GLM_ROOT/.ansible"
+if [ "$fast" = "1" ]; then
+  if ! "$GLM_VENV/bin/python" -c "import glm_deploy, pytest" 2>/dev/null; then
+    GLM_EXTRAS="dev" install_venv
+  fi
+  log "ruff"
+  ruff check src tests collection/plugins scripts inventories/sandbox
+  log "mypy --strict src/"
+  mypy
+  log "pytest, the unit tier"
+  exec pytest -q -m unit "$@"
+fi
+need_root
 if [ "${CI:-}" = "true" ] || [ "${GLM_FRESH_VENV:-0}" = "1" ]; then
   rm -rf "$GLM_VENV"
 fi
 install_system_packages
 GLM_EXTRAS="dev,sandbox,plot" install_venv
-export PATH="$GLM_VENV/bin:$PATH"
-export ANSIBLE_HOME="$GLM_ROOT/.ansible"
 
 log "ruff"
 ruff check src tests collection/plugins scripts inventories/sandbox

@@ -18,6 +18,8 @@ from glm_deploy.cli import main
 from glm_deploy.deployment import Deployment
 from glm_deploy.errors import InputError
 
+pytestmark = pytest.mark.playbook
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "benchmark" / "cpu"
 
 SWEEP_PLAYBOOK = """

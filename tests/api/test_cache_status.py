@@ -14,6 +14,8 @@ from glm_deploy import cli
 from glm_deploy.deployment import Deployment
 from glm_deploy.history import HistoryStore
 
+pytestmark = pytest.mark.playbook
+
 REPO = Path(__file__).resolve().parents[2]
 
 CACHES_PLAYBOOK = """

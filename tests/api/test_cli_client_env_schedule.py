@@ -26,6 +26,9 @@ def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.playbook
+
+
 def test_claude_code_environment_points_at_the_key_file_without_the_key(
     project: Project, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -42,6 +45,9 @@ def test_claude_code_environment_points_at_the_key_file_without_the_key(
         ["sh", "-c", out + '\nprintf %s "$ANTHROPIC_AUTH_TOKEN"'], capture_output=True, text=True, check=True
     )
     assert shell.stdout == SECRET
+
+
+@pytest.mark.playbook
 
 
 def test_openai_environment_as_json(
@@ -72,6 +78,9 @@ def write_policy(directory: Path, project: Project, **overrides: Any) -> Path:
     path = directory / "policy.yml"
     path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in fields.items()))
     return path
+
+
+@pytest.mark.playbook
 
 
 def test_schedule_install_list_remove(project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,6 +151,7 @@ def test_schedule_install_list_remove(project: Project, tmp_path: Path, capsys: 
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze to reject the calendar")
+@pytest.mark.playbook
 def test_schedule_rejects_a_bad_calendar_and_writes_nothing(
     project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

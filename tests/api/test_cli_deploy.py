@@ -17,6 +17,8 @@ from tests.api.test_lock import start_holder
 
 from glm_deploy.cli import main
 
+pytestmark = pytest.mark.playbook
+
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))

@@ -16,6 +16,8 @@ from glm_deploy.errors import GlmDeployError, InputError, RunCancelled, RunError
 from glm_deploy.history import HistoryEntry, HistoryStore, Release
 from glm_deploy.sandbox.hub import HubServer, HubStore
 
+pytestmark = pytest.mark.playbook
+
 
 def test_plan_reads_the_inventory_and_explicit_arguments_win(project: Project) -> None:
     from_inventory = Deployment(project.inventory, state_dir=project.state_dir).plan()

@@ -14,6 +14,8 @@ import pytest
 from glm_deploy.errors import LockHeldError
 from glm_deploy.lock import LOCK_FILE_NAME, ControllerLock, StaleLockWarning, current_holder
 
+pytestmark = pytest.mark.playbook
+
 # Holds the lock the way another glm-deploy process would, until its stdin closes. Given a pid, it records
 # that (dead) pid instead, as an orphaned child still holding the descriptor would look.
 HOLDER = """

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from tests.equipment.playbook import run_playbook
 
+pytestmark = pytest.mark.playbook
+
 PLAYBOOK = """
 - name: Warm-up wait
   hosts: localhost

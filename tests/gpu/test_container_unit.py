@@ -178,6 +178,7 @@ def one_plan_per_hardware_and_engine() -> list[tuple[str, str, str]]:
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed on this machine")
 @pytest.mark.parametrize(("hardware", "model", "engine"), one_plan_per_hardware_and_engine())
+@pytest.mark.playbook
 def test_systemd_analyze_verify(tmp_path: Path, hardware, model, engine):
     # verify insists that ExecStart's binary exists and that Requires= units load: a stand-in docker CLI and a
     # stand-in docker.service (what the docker package installs) sit in the unit's folder.

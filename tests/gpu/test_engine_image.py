@@ -125,6 +125,9 @@ def image_env(home: Path | None, cpath: str | None) -> dict[str, str]:
     return env
 
 
+@pytest.mark.playbook
+
+
 def test_check_passes_on_a_complete_image(tmp_path):
     home = cuda_tree(tmp_path)
     rc, report = run_check(
@@ -141,6 +144,9 @@ def test_check_passes_on_a_complete_image(tmp_path):
     assert report["deepgemm"]["nvcc"] == str(home / "bin" / "nvcc")
 
 
+@pytest.mark.playbook
+
+
 def test_check_reports_missing_cuobjdump_and_old_cutlass(tmp_path):
     home = cuda_tree(tmp_path, cutlass_major=3, with_cuobjdump=False)
     rc, report = run_check("--strict", "--deepgemm", env=image_env(home, str(home / "include")))
@@ -149,6 +155,9 @@ def test_check_reports_missing_cuobjdump_and_old_cutlass(tmp_path):
     problems = " | ".join(report["problems"])
     assert "cuobjdump is not in the image" in problems
     assert "CUTLASS 3.1.0" in problems and "older than 4.0" in problems
+
+
+@pytest.mark.playbook
 
 
 def test_check_reports_cpath_as_fixable_by_environment(tmp_path):
@@ -160,6 +169,9 @@ def test_check_reports_cpath_as_fixable_by_environment(tmp_path):
     assert report["problems"] == [
         f"CPATH (unset) names no folder with cuda_runtime.h: set CPATH={home}/include"
     ]
+
+
+@pytest.mark.playbook
 
 
 def test_check_reports_an_old_transformers_and_an_unknown_model_type(tmp_path):

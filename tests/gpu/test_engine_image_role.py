@@ -14,12 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tests.equipment.playbook import run_playbook
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import PlanOptions, render_plan
 
 from .conftest import REPO
+
+pytestmark = pytest.mark.playbook
 
 FAKE_DOCKER = REPO / "tests" / "equipment" / "fake_docker.py"
 BASE = "vllm/vllm-openai:v0.19.1"

@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import FIXTURES, REPO
 
+pytestmark = pytest.mark.playbook
+
 ANSIBLE = Path(sys.executable).parent / "ansible"
 
 

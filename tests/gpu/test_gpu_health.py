@@ -224,6 +224,9 @@ def test_not_applicable_values_are_not_gpu_errors(value):
 # ---- an nvidia-smi that does not know every field ------------------------------------------------------------
 
 
+@pytest.mark.playbook
+
+
 def test_old_driver_reads_what_it_can_and_says_what_it_could_not(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -253,6 +256,9 @@ def test_old_driver_reads_what_it_can_and_says_what_it_could_not(tmp_path):
     notes = [str(f) for f in outcome.findings if f.check == "gpu_health"]
     assert len(notes) == 1 and "could not read" in notes[0] and "reset_required" in notes[0]
     assert all(f.check != "gpu_health" for f in outcome.blocking)
+
+
+@pytest.mark.playbook
 
 
 def test_sick_host_through_the_module(tmp_path):

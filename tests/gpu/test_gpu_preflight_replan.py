@@ -24,6 +24,8 @@ from glm_deploy.render import PlanOptions, render_plan
 
 from .test_gpu_facts_module import nvidia_stand_ins, stand_in
 
+pytestmark = pytest.mark.playbook
+
 # What the catalog runs for glm-5.1-fp8 / glm-5 on B200, per engine: the CUDA 12.x image on driver 570 (CUDA 12.8,
 # under minor-version compatibility) and the CUDA 13 image on driver 580 (CUDA 13.0).
 CUDA12_IMAGE = {"sglang": "lmsysorg/sglang:v0.5.10-cu12", "vllm": "vllm/vllm-openai:v0.19.1"}

@@ -10,12 +10,15 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from tests.equipment.playbook import run_playbook
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import PlanOptions, render_plan
 
 from .test_gpu_facts_module import nvidia_stand_ins
+
+pytestmark = pytest.mark.playbook
 
 PLAYBOOK = """\
 - name: Preflight a GPU host

@@ -31,6 +31,8 @@ from glm_deploy.render import PlanOptions, render_plan
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.playbook
+
 FAKE_SYSTEMD = REPO / "tests" / "equipment" / "fake_systemd.py"
 ANSIBLE_BIN = Path(sys.executable).parent
 WORKER_JOURNAL = "RuntimeError: [rank1] NCCL watchdog: connection to the head 127.0.0.1:5000 was reset"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from ansible_collections.glm.deploy.plugins.module_utils import gpu_parse
 
 from glm_deploy.catalog import load_catalog
@@ -55,6 +56,9 @@ def test_full_q_report_holds_sections_the_reconstructions_left_out():
     fabric = gpu_parse.parse_nvidia_smi_q_fabric(text)
     assert len(fabric) == 1
     assert gpu_parse.summarise_fabric(fabric) == {"state": "n/a", "healthy": None, "unhealthy_gpus": []}
+
+
+@pytest.mark.playbook
 
 
 def test_module_with_the_recorded_outputs_returns_the_recorded_gpu_facts(tmp_path):

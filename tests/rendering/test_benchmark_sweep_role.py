@@ -18,6 +18,8 @@ import pytest
 import yaml
 from tests.equipment.playbook import run_playbook
 
+pytestmark = pytest.mark.playbook
+
 SECRET = "sk-glm-bench-test-1f2e3d4c"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

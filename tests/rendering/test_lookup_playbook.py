@@ -12,6 +12,8 @@ from tests.equipment.playbook import run_playbook
 
 from glm_deploy.paths import project_root
 
+pytestmark = pytest.mark.playbook
+
 ROOT = project_root()
 LOCAL = "ansible_connection=local ansible_python_interpreter='{{ ansible_playbook_python }}'"
 

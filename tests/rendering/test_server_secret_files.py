@@ -9,11 +9,14 @@ import stat
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from tests.equipment.playbook import run_playbook
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import render_plan
+
+pytestmark = pytest.mark.playbook
 
 API_KEY = "sglang-secret-file-test-key-5b8e21"  # distinctive, so any leak is found by a plain search
 

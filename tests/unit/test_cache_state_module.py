@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.playbook
+
 MODULE = Path(__file__).resolve().parents[2] / "collection" / "plugins" / "modules" / "cache_state.py"
 MARKER = ".glm-deploy-warm.json"
 

@@ -218,6 +218,9 @@ def _entry_point() -> Path:
     return script
 
 
+@pytest.mark.playbook
+
+
 def test_installed_entry_point_refuses_bad_input_without_traceback() -> None:
     result = subprocess.run(
         [
@@ -241,6 +244,9 @@ def test_installed_entry_point_refuses_bad_input_without_traceback() -> None:
     assert "needs 16 GPUs: 2 node(s)" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.playbook
 
 
 def test_installed_entry_point_prints_a_json_plan() -> None:

@@ -115,6 +115,9 @@ def host(tmp_path: Path) -> Iterator[Host]:
         yield Host(tmp_path, engine)
 
 
+@pytest.mark.playbook
+
+
 def test_a_healthy_engine_answers_and_is_never_restarted(host: Host) -> None:
     for _ in range(4):
         rc, output = host.probe(timeout=ANSWER_TIMEOUT)
@@ -127,6 +130,9 @@ def test_a_healthy_engine_answers_and_is_never_restarted(host: Host) -> None:
     assert request["request"]["max_tokens"] == 1
     assert request["request"]["temperature"] == 0
     assert request["request"]["model"] == "glm-tiny"
+
+
+@pytest.mark.playbook
 
 
 def test_a_hung_engine_is_restarted_after_the_configured_number_of_hung_probes(host: Host) -> None:
@@ -152,6 +158,9 @@ def test_a_hung_engine_is_restarted_after_the_configured_number_of_hung_probes(h
     assert rc == 0, output
 
 
+@pytest.mark.playbook
+
+
 def test_a_hang_is_restarted_within_the_configured_time_when_probed_like_the_timer(host: Host) -> None:
     interval, timeout, failures = 0.3, 0.5, 3
     host.engine.behaviour.write(generate="hang")
@@ -169,6 +178,9 @@ def test_a_hang_is_restarted_within_the_configured_time_when_probed_like_the_tim
     assert restarts[0]["t"] - hang_began < failures * (interval + timeout + PROCESS_SLACK)
 
 
+@pytest.mark.playbook
+
+
 def test_hung_probes_are_not_counted_while_health_fails(host: Host) -> None:
     host.engine.behaviour.write(generate="hang", health=503)
 
@@ -179,6 +191,9 @@ def test_hung_probes_are_not_counted_while_health_fails(host: Host) -> None:
         assert "not counted" in output
 
     assert host.restarts() == []
+
+
+@pytest.mark.playbook
 
 
 def test_an_engine_within_its_start_grace_is_not_judged_nor_probed(host: Host) -> None:
@@ -193,6 +208,9 @@ def test_an_engine_within_its_start_grace_is_not_judged_nor_probed(host: Host) -
     assert host.restarts() == []
 
 
+@pytest.mark.playbook
+
+
 def test_a_unit_that_is_not_active_is_not_probed(host: Host) -> None:
     host.engine.behaviour.write(generate="hang", active="activating")
 
@@ -201,6 +219,9 @@ def test_a_unit_that_is_not_active_is_not_probed(host: Host) -> None:
     assert rc == 0
     assert "the unit is activating: nothing to probe" in output
     assert host.generations() == []
+
+
+@pytest.mark.playbook
 
 
 def test_a_new_start_of_the_unit_forgets_the_hung_probes_before_it(host: Host) -> None:
@@ -214,6 +235,9 @@ def test_a_new_start_of_the_unit_forgets_the_hung_probes_before_it(host: Host) -
 
     assert rc == 1
     assert "1 of 3 in a row" in output
+
+
+@pytest.mark.playbook
 
 
 def test_an_answer_resets_the_count_of_hung_probes(host: Host) -> None:
@@ -230,6 +254,9 @@ def test_an_answer_resets_the_count_of_hung_probes(host: Host) -> None:
     assert "1 of 3 in a row" in output
 
 
+@pytest.mark.playbook
+
+
 def test_server_errors_while_health_says_200_count_as_hung(host: Host) -> None:
     host.engine.behaviour.write(generate="error")
 
@@ -237,6 +264,9 @@ def test_server_errors_while_health_says_200_count_as_hung(host: Host) -> None:
 
     assert rc == 2
     assert "generation hung (HTTP 500)" in output
+
+
+@pytest.mark.playbook
 
 
 def test_the_cool_down_allows_one_restart_per_period(host: Host) -> None:
@@ -255,6 +285,9 @@ def test_the_cool_down_allows_one_restart_per_period(host: Host) -> None:
     assert len(host.restarts()) == 2
 
 
+@pytest.mark.playbook
+
+
 def test_a_redeploy_lock_pauses_the_watchdog(host: Host) -> None:
     host.engine.behaviour.write(generate="hang")
     host.pause.write_text('{"run": "redeploy"}')
@@ -266,6 +299,9 @@ def test_a_redeploy_lock_pauses_the_watchdog(host: Host) -> None:
     assert host.calls() == []
 
 
+@pytest.mark.playbook
+
+
 def test_a_refused_key_is_reported_not_restarted(host: Host) -> None:
     host.key_file.write_text("VLLM_API_KEY=not-the-endpoint-key\n")
 
@@ -275,6 +311,9 @@ def test_a_refused_key_is_reported_not_restarted(host: Host) -> None:
     assert "HTTP 401" in output and "key refused" in output
     assert "not-the-endpoint-key" not in output
     assert host.restarts() == []
+
+
+@pytest.mark.playbook
 
 
 def test_the_key_is_read_from_sglangs_yaml_config_too(host: Host) -> None:
@@ -291,6 +330,7 @@ def test_the_key_is_read_from_sglangs_yaml_config_too(host: Host) -> None:
     ("content", "expected"),
     [(None, "cannot read the API key file"), ("HF_TOKEN=hf_x\n", "has no VLLM_API_KEY=... (or VLLM_API_KEY: ...)")],
 )
+@pytest.mark.playbook
 def test_an_unusable_key_file_is_named_and_nothing_is_probed(host: Host, content: str | None, expected: str) -> None:
     if content is None:
         host.key_file.unlink()
@@ -302,6 +342,9 @@ def test_an_unusable_key_file_is_named_and_nothing_is_probed(host: Host, content
     assert rc == 4
     assert expected in output and str(host.key_file) in output
     assert host.generations() == []
+
+
+@pytest.mark.playbook
 
 
 def test_the_api_key_never_reaches_a_command_line_the_output_or_the_state(host: Host) -> None:
@@ -323,6 +366,7 @@ def test_the_api_key_never_reaches_a_command_line_the_output_or_the_state(host: 
     ("option", "value", "expected"),
     [("failures", "0", "--failures 0 must be at least 1"), ("timeout", "0", "--timeout 0.0 must be a positive")],
 )
+@pytest.mark.playbook
 def test_settings_that_cannot_work_are_refused(host: Host, option: str, value: str, expected: str) -> None:
     rc, output = host.probe(**{option: value})
 
@@ -434,6 +478,9 @@ def test_every_watchdog_default_has_an_argument_spec_with_a_description() -> Non
     for name in names:
         assert specs[name]["type"] and specs[name]["description"], name
     assert {name for name in specs if name.startswith("server_watchdog_")} == set(names)
+
+
+@pytest.mark.playbook
 
 
 def test_the_installed_script_is_plain_stdlib_python() -> None:

@@ -175,6 +175,7 @@ def test_what_git_and_the_hub_refuse_as_a_revision_is_refused(revision: str) -> 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 @pytest.mark.parametrize("revision", [*GOOD_REVISIONS, *BAD_REVISIONS])
+@pytest.mark.playbook
 def test_revision_check_agrees_with_git_check_ref_format(revision: str) -> None:
     """git decides what a branch or tag name is; glm-deploy refuses at least what git refuses (and, beyond it, a
     leading '-' and names over 255 characters)."""

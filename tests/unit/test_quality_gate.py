@@ -239,6 +239,9 @@ def _sandbox_engine(wrong: int = 0) -> GradedEngine:
     return GradedEngine(api_key=API_KEY, order=questions, wrong=wrong)
 
 
+@pytest.mark.playbook
+
+
 def test_a_model_that_answers_passes_and_the_result_is_recorded_for_the_release(tmp_path: Path) -> None:
     _release_state(tmp_path, "r-one")
     with serve(_sandbox_engine()) as engine:
@@ -253,6 +256,9 @@ def test_a_model_that_answers_passes_and_the_result_is_recorded_for_the_release(
     assert API_KEY not in json.dumps(record)
 
 
+@pytest.mark.playbook
+
+
 def test_a_worse_model_fails_with_score_and_floor_and_shows_its_wrong_answers(tmp_path: Path) -> None:
     _release_state(tmp_path, "r-bad")
     with serve(_sandbox_engine(wrong=30)) as engine:
@@ -263,6 +269,9 @@ def test_a_worse_model_fails_with_score_and_floor_and_shows_its_wrong_answers(tm
     )
     record = json.loads((tmp_path / "state" / "releases" / "r-bad" / "quality.json").read_text())
     assert not record["passed"] and len(record["accuracy"]["wrong"]) == 5
+
+
+@pytest.mark.playbook
 
 
 def test_a_drop_against_the_last_good_release_on_the_host_fails(tmp_path: Path) -> None:
@@ -277,6 +286,9 @@ def test_a_drop_against_the_last_good_release_on_the_host_fails(tmp_path: Path) 
     assert "8.3 points below release r-good's 1.000 (at most 5.0 allowed)" in completed.stdout
 
 
+@pytest.mark.playbook
+
+
 def test_an_endpoint_that_refuses_every_question_fails_naming_the_error(tmp_path: Path) -> None:
     _release_state(tmp_path, "r-one")
     engine = _sandbox_engine()
@@ -285,6 +297,9 @@ def test_an_endpoint_that_refuses_every_question_fails_naming_the_error(tmp_path
         completed = _run(tmp_path, running)
     assert completed.returncode != 0
     assert "60 request(s) failed: HTTP 500" in completed.stdout
+
+
+@pytest.mark.playbook
 
 
 def test_the_few_shot_gsm8k_set_is_scored_through_the_module(tmp_path: Path) -> None:
@@ -312,6 +327,7 @@ def test_the_few_shot_gsm8k_set_is_scored_through_the_module(tmp_path: Path) -> 
         ("vllm_no_spec.prom", False, "the plan enables MTP but vLLM reports no speculative decoding"),
     ],
 )
+@pytest.mark.playbook
 def test_speculative_acceptance_is_read_over_the_gates_prompts(
     tmp_path: Path, after: str, passes: bool, words: str
 ) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.playbook
+
 MODULE = Path(__file__).resolve().parents[2] / "collection" / "plugins" / "modules" / "release.py"
 UNIT = "glm-glm-tiny.service"
 

@@ -105,6 +105,9 @@ def test_a_key_the_lock_does_not_name_is_refused(tmp_path: Path) -> None:
         stack_lock.locked_release(tmp_path / "missing.yml", KEY)
 
 
+@pytest.mark.playbook
+
+
 def test_the_cli_locks_from_the_controllers_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"
     HistoryStore(state).append(_entry("run-1", GOOD, {"glm-sandbox-1": [_gate(GOOD, 0.983)]}))
@@ -116,6 +119,9 @@ def test_the_cli_locks_from_the_controllers_history(tmp_path: Path, capsys: pyte
     assert main(["lock", "--show", "--file", str(lock_file), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown[KEY]["release_id"] == GOOD.release_id
+
+
+@pytest.mark.playbook
 
 
 def test_the_cli_refuses_when_no_release_passed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -242,6 +242,7 @@ ANALYZE = shutil.which("systemd-analyze")
 
 
 @pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+@pytest.mark.playbook
 def test_systemd_itself_runs_no_injected_command(tmp_path: Path) -> None:
     """Cross-check with systemd's own parser: a CR written raw adds an ExecStartPre= (the defect); written by the
     filter, it stays inside the word."""

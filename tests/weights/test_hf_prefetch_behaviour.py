@@ -17,6 +17,8 @@ from tests.weights.helpers import (
     snapshot_digests,
 )
 
+pytestmark = pytest.mark.playbook
+
 SHARD_1 = "model-00001-of-00003.safetensors"
 
 

@@ -10,6 +10,8 @@ import pytest
 from tests.equipment.hub_faults import Fault, FaultyHub
 from tests.weights.helpers import Published, expected_digests, run_module, snapshot_digests
 
+pytestmark = pytest.mark.playbook
+
 SHARD_1 = "model-00001-of-00003.safetensors"  # 2,500,000 bytes
 SHARD_2 = "model-00002-of-00003.safetensors"  # 1,600,000 bytes
 SHARD_3 = "model-00003-of-00003.safetensors"  # 150,000 bytes

@@ -15,6 +15,8 @@ import pytest
 from tests.equipment.hub_faults import Fault, FaultyHub, HubPKI, make_test_pki
 from tests.weights.helpers import REPO_ID, Published, expected_digests, make_model_files, run_module, snapshot_digests
 
+pytestmark = pytest.mark.playbook
+
 SHARD_1 = "model-00001-of-00003.safetensors"  # 2,500,000 bytes
 
 

@@ -292,6 +292,7 @@ def assert_complete(cache_dir: Path, model: Published) -> None:
         "several-policies",
     ],
 )
+@pytest.mark.playbook
 def test_a_file_rate_limited_by_header_waits_as_long_as_the_hub_says(
     hub: FaultyHub, model: Published, cache_dir: Path, headers: dict[str, Any], path: str
 ):
@@ -314,6 +315,9 @@ def test_a_file_rate_limited_by_header_waits_as_long_as_the_hub_says(
         ), run.result
 
 
+@pytest.mark.playbook
+
+
 def test_a_malformed_ratelimit_header_falls_back_to_backoff(hub: FaultyHub, model: Published, cache_dir: Path):
     hub.faults.add(Fault("status", filename=SHARD_3, status=429, rate_limit='"resolvers";r=zero;t=;;'))
 
@@ -324,6 +328,9 @@ def test_a_malformed_ratelimit_header_falls_back_to_backoff(hub: FaultyHub, mode
     gets = hub.gets(SHARD_3)
     assert gets[1].when - gets[0].when < 1.5, "helpers set retry_backoff 0.2 s; nothing asked for longer"
     assert any("-> retry in" in line for line in run.result["retry_log"])
+
+
+@pytest.mark.playbook
 
 
 def test_metadata_rate_limited_by_header_waits_as_long_as_the_hub_says(
@@ -342,6 +349,9 @@ def test_metadata_rate_limited_by_header_waits_as_long_as_the_hub_says(
     ), run.result["retry_log"]
 
 
+@pytest.mark.playbook
+
+
 def test_unavailable_with_retry_after_waits_as_long_as_the_hub_says(hub: FaultyHub, model: Published, cache_dir: Path):
     hub.faults.add(Fault("status", filename=SHARD_2, status=503, retry_after=2))
 
@@ -351,6 +361,9 @@ def test_unavailable_with_retry_after_waits_as_long_as_the_hub_says(hub: FaultyH
     gets = hub.gets(SHARD_2)
     assert gets[1].when - gets[0].when >= 1.9
     assert any("the Hub is unavailable (503): waiting 2 s (Retry-After 2)" in line for line in run.result["retry_log"])
+
+
+@pytest.mark.playbook
 
 
 def test_a_rate_limit_longer_than_the_budget_fails_saying_so(hub: FaultyHub, model: Published, cache_dir: Path):
@@ -369,6 +382,7 @@ def test_a_rate_limit_longer_than_the_budget_fails_saying_so(hub: FaultyHub, mod
 
 # -- a final failure lets transfers in flight finish -------------------------------------------------------------
 @pytest.mark.parametrize("xet", [False, True], ids=["processes", "threads-xet"])
+@pytest.mark.playbook
 def test_transfers_in_flight_finish_when_another_file_fails(
     hub: FaultyHub, model: Published, cache_dir: Path, xet: bool
 ):
@@ -397,6 +411,7 @@ def test_transfers_in_flight_finish_when_another_file_fails(
 
 # -- messages that say what is true ------------------------------------------------------------------------------
 @pytest.mark.parametrize("status", [404, 401])
+@pytest.mark.playbook
 def test_a_missing_repository_with_a_token_is_not_found_or_not_accessible(
     hub: FaultyHub, model: Published, cache_dir: Path, status: int
 ):
@@ -415,6 +430,9 @@ def test_a_missing_repository_with_a_token_is_not_found_or_not_accessible(
     assert TOKEN not in run.output
 
 
+@pytest.mark.playbook
+
+
 def test_metadata_that_never_answers_claims_no_partial_files(hub: FaultyHub, model: Published, cache_dir: Path):
     hub.faults.add(Fault("api_status", filename="/api/*", status=503, times=1000))
 
@@ -426,6 +444,9 @@ def test_metadata_that_never_answers_claims_no_partial_files(hub: FaultyHub, mod
     assert "Nothing was downloaded" in message
     assert "kept" not in message and "resumes" not in message
     assert not cache_dir.exists() or not any(path.is_file() for path in cache_dir.rglob("*"))
+
+
+@pytest.mark.playbook
 
 
 def test_waits_in_worker_processes_reach_the_progress_file(

@@ -12,6 +12,8 @@ import pytest
 from tests.equipment.hub_faults import FaultyHub
 from tests.weights.helpers import REPO_ID, Published, expected_digests, run_module, snapshot_digests
 
+pytestmark = pytest.mark.playbook
+
 TOKEN = "hf_glmDeployTestTokenNeverPrintMe1234567890"
 
 

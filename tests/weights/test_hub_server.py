@@ -123,6 +123,9 @@ def re_commit(value: str) -> bool:
     return len(value) == 40 and all(ch in "0123456789abcdef" for ch in value)
 
 
+@pytest.mark.playbook
+
+
 def test_command_line_publishes_and_serves(tmp_path: Path):
     source = tmp_path / "model"
     (source / "sub").mkdir(parents=True)

@@ -40,7 +40,7 @@ from tests.weights.helpers import REPO_ROOT, run_module
 
 from glm_deploy.sandbox.hub import HubStore
 
-pytestmark = pytest.mark.benchmark
+pytestmark = [pytest.mark.benchmark, pytest.mark.playbook]
 
 SHARDS = 8
 ROUNDS = int(os.environ.get("GLM_BENCH_ROUNDS", "3"))

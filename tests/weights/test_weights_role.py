@@ -13,6 +13,8 @@ from tests.equipment.hub_faults import Fault, FaultyHub, make_test_pki
 from tests.equipment.playbook import run_playbook
 from tests.weights.helpers import REPO_ROOT, expected_digests, make_model_files, snapshot_digests
 
+pytestmark = pytest.mark.playbook
+
 TOKEN = "hf_roleTestTokenMustNeverBePrinted0987654321"
 PLAYBOOK = """
 - name: Weights
