@@ -28,6 +28,7 @@ from glm_deploy.catalog import (
     SpeculativeEngine,
     known_bad_for,
 )
+from glm_deploy.container_run import container_run_argv
 from glm_deploy.errors import CatalogError, InputError
 from glm_deploy.images import DriverTooOldError, ImageChoice, NoImageError, choose_image, version_from_tag
 from glm_deploy.validation import (
@@ -266,28 +267,15 @@ class Plan:
         return dataclasses.asdict(self)
 
     def command(self, rank: int) -> list[str]:
-        """The whole command a person could run on node `rank` (docker run ... or the native engine)."""
+        """The whole command node `rank` runs: its unit's `docker run` (glm_deploy.container_run, the argv the
+        server unit's ExecStart runs, with the role's default docker CLI), or the native engine with its
+        environment."""
         node = self.nodes[rank]
         if self.container is None:
             env_words = [f"{name}={value}" for name, value in sorted(node.env.items())]
             return ["env", *env_words, *node.argv]
-        spec = self.container
-        words = ["docker", "run", "--detach", "--name", f"glm-{self.served_model_name}"]
-        words += ["--network", spec.network, "--ipc", spec.ipc, "--shm-size", spec.shm_size]
-        if spec.gpus:
-            words += ["--gpus", spec.gpus]
-        for device in spec.devices:
-            words += ["--device", device]
-        for group in spec.group_add:
-            words += ["--group-add", group]
-        for mount in spec.mounts:
-            words += ["--volume", f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")]
-        if spec.env_file:
-            words += ["--env-file", spec.env_file]
-        for name, value in sorted(node.env.items()):
-            words += ["--env", f"{name}={value}"]
-        words += ["--entrypoint", node.argv[0], spec.image, *node.argv[1:]]
-        return words
+        plan = self.to_dict()
+        return container_run_argv(plan, node=plan["nodes"][rank], env_file=self.env_file)
 
     def shell_command(self, rank: int) -> str:
         """`command(rank)` quoted for a POSIX shell, one option per line."""

@@ -20,8 +20,9 @@ from ansible_collections.glm.deploy.plugins.filter.container import FilterModule
 from ansible_collections.glm.deploy.plugins.filter.systemd import FilterModule as SystemdFilters
 
 from glm_deploy.catalog import load_catalog
+from glm_deploy.cli import main as glm_deploy_main
 from glm_deploy.errors import GlmDeployError
-from glm_deploy.render import render_plan
+from glm_deploy.render import PlanOptions, render_plan
 
 from .conftest import COLLECTION
 
@@ -139,6 +140,63 @@ def test_unit_runs_the_plan_in_a_container(hardware, model, engine):
         assert exec_argv(unit, "ExecStop") == ["/usr/bin/docker", "stop", "-t", "60", name]
         assert directive(unit, "Restart") == "on-failure"
         assert directive(unit, "TimeoutStartSec") == str(plan["start_timeout_s"])
+
+
+def container_plans_on_every_hardware() -> list[tuple[str, str, str]]:
+    """Every (hardware, model, engine) the renderer accepts with the container runtime, CPU hardware included."""
+    combos = []
+    for hardware in sorted(CATALOG.hardware):
+        for model in sorted(CATALOG.models):
+            for engine in sorted(CATALOG.engines):
+                if "container" not in CATALOG.engines[engine].runtimes:
+                    continue
+                options = PlanOptions(runtime="container")
+                try:
+                    render_plan(CATALOG, model=model, engine=engine, hardware=hardware, options=options)
+                except GlmDeployError:
+                    continue
+                combos.append((hardware, model, engine))
+    return combos
+
+
+CONTAINER_PLANS = container_plans_on_every_hardware()
+
+
+def printed_commands(output: str) -> dict[int, list[str]]:
+    """The command `glm-deploy plan` prints under each "Node RANK (role):" heading, as words."""
+    commands: dict[int, list[str]] = {}
+    lines = output.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("Node ") and line.endswith("):"):
+            rank = int(line.split()[1])
+            block = []
+            for text in lines[index + 1 :]:
+                if not text.strip():
+                    break
+                block.append(text.strip().removesuffix("\\"))
+            commands[rank] = shlex.split(" ".join(block))
+    return commands
+
+
+def test_every_hardware_profile_and_engine_has_a_printed_container_plan():
+    assert {hardware for hardware, _, _ in CONTAINER_PLANS} == set(CATALOG.hardware)
+    assert {engine for _, _, engine in CONTAINER_PLANS} == {
+        name for name, spec in CATALOG.engines.items() if "container" in spec.runtimes
+    }
+
+
+@pytest.mark.parametrize(("hardware", "model", "engine"), CONTAINER_PLANS)
+def test_glm_deploy_plan_prints_the_argv_the_unit_runs(capsys, hardware, model, engine):
+    # What a user is shown is what runs: the printed command of every node is its unit's ExecStart, word for word.
+    args = ["plan", "--model", model, "--engine", engine, "--hardware", hardware, "--runtime", "container"]
+    assert glm_deploy_main(args) == 0
+    printed = printed_commands(capsys.readouterr().out)
+    options = PlanOptions(runtime="container")
+    plan = render_plan(CATALOG, model=model, engine=engine, hardware=hardware, options=options).to_dict()
+    assert sorted(printed) == [node["rank"] for node in plan["nodes"]]
+    for node in plan["nodes"]:
+        unit = render_unit(plan, node["rank"], _server_env_file=plan["env_file"])
+        assert printed[node["rank"]] == exec_argv(unit)
 
 
 def test_secrets_never_reach_the_unit():

@@ -1,8 +1,8 @@
 """Controller-side filter: the `docker run` argv that runs a plan's container on one node.
 
 The server unit (`glm-server-container.service.j2`) and the JIT warm-up (`server/tasks/warmup.yml`) run the same
-image with the same GPUs, mounts, environment and env file; only the name and the command differ. This filter
-builds that argv once, in the order the unit template writes it, so the two cannot drift apart.
+image with the same GPUs, mounts, environment and env file; only the name and the command differ. The argv comes
+from glm_deploy.container_run, the code `glm-deploy plan` prints it with, so what a user is shown is what runs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ description:
     ipc, shm (only without C(--ipc host)) and network options, one C(--volume) per mount, one C(--env) per
     variable of the container and the node (never a secret name, those travel in the env file), O(extra_args),
     then C(--entrypoint ARGV0 IMAGE ARGV...).
+  - Built by glm_deploy.container_run, the code C(glm-deploy plan) prints the command with; needs the glm-deploy
+    Python package in the interpreter that runs ansible-playbook.
 options:
   _input:
     description: The plan (Plan.to_dict()) with a C(container) section.
@@ -65,44 +67,27 @@ def container_run_argv(
     docker: str | None = None,
     extra_args: Sequence[str] | None = None,
 ) -> list[str]:
-    if not isinstance(plan, Mapping) or not isinstance(plan.get("container"), Mapping):
+    try:
+        from glm_deploy.container_run import container_run_argv as build_argv
+        from glm_deploy.errors import GlmDeployError
+    except ImportError as error:
         raise AnsibleFilterError(
-            "glm.deploy.container_run_argv takes a plan with a container section (runtime container)"
+            f"glm.deploy.container_run_argv needs the glm-deploy Python package on the controller ({error}); run "
+            "ansible-playbook from the virtual environment where glm-deploy is installed"
+        ) from None
+    try:
+        return build_argv(
+            plan,
+            node=node,
+            env_file=env_file,
+            argv=argv,
+            name=name,
+            image=image,
+            docker=docker,
+            extra_args=extra_args,
         )
-    if not isinstance(node, Mapping) or not node.get("argv"):
-        raise AnsibleFilterError(
-            "glm.deploy.container_run_argv needs node=, an entry of the plan's nodes with an argv"
-        )
-    container: Mapping[str, Any] = plan["container"]
-    command = [str(word) for word in (argv if argv else node["argv"])]
-    if not command:
-        raise AnsibleFilterError("glm.deploy.container_run_argv: argv= is empty")
-    entrypoint = command[0] if argv else str(container.get("entrypoint") or command[0])
-    secret_names = set(plan.get("secret_env") or [])
-    env = {**dict(container.get("env") or {}), **dict(node.get("env") or {})}
-    words = [docker or "/usr/bin/docker", "run", "--rm", "--name", name or f"glm-{plan['served_model_name']}"]
-    words += ["--pull", "never", "--env-file", env_file]
-    if container.get("gpus"):
-        words += ["--gpus", str(container["gpus"])]
-    for device in container.get("devices") or []:
-        words += ["--device", str(device)]
-    for group in container.get("group_add") or []:
-        words += ["--group-add", str(group)]
-    if container.get("ipc"):
-        words += ["--ipc", str(container["ipc"])]
-    # Under --ipc host the container uses the host's /dev/shm: a size has no effect (podman refuses the pair).
-    if container.get("shm_size") and container.get("ipc") != "host":
-        words += ["--shm-size", str(container["shm_size"])]
-    if container.get("network"):
-        words += ["--network", str(container["network"])]
-    for mount in container.get("mounts") or []:
-        words += ["--volume", f"{mount['source']}:{mount['target']}" + (":ro" if mount.get("read_only") else "")]
-    for variable, value in sorted(env.items()):
-        if variable not in secret_names:
-            words += ["--env", f"{variable}={value}"]
-    words += [str(word) for word in extra_args or []]
-    words += ["--entrypoint", entrypoint, str(image or container["image"]), *command[1:]]
-    return words
+    except GlmDeployError as error:
+        raise AnsibleFilterError(f"glm.deploy.container_run_argv: {error}") from None
 
 
 class FilterModule:
