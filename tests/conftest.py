@@ -52,3 +52,8 @@ def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: py
         if hasattr(os, "posix_spawn"):
             monkeypatch.setattr(os, "posix_spawn", _refuse("os.posix_spawn"))
     yield
+
+
+# The fleet (one deployed sandbox of two hosts) is shared by tests/deploy and tests/molecule: a session fixture of
+# the whole suite, so that it is started once.
+from tests.equipment.fleet import deployment  # noqa: E402,F401

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from tests.deploy.conftest import Deployment, in_host
+from tests.equipment.fleet import Deployment, in_host
 
 pytestmark = pytest.mark.sandbox
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.deploy.conftest import Deployment
+from tests.equipment.fleet import Deployment
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.runner import PlaybookRunner

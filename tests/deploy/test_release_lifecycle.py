@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from tests.deploy.conftest import REPO_ROOT, Deployment, health_status, host_url, in_host
+from tests.equipment.fleet import REPO_ROOT, Deployment, health_status, host_url, in_host
 
 from glm_deploy.errors import LockHeldError, RunError
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tests.deploy.conftest import Deployment, in_host, podman, wait_healthy
+from tests.equipment.fleet import Deployment, in_host, podman, wait_healthy
 
 pytestmark = pytest.mark.sandbox
 

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from tests.deploy.conftest import Deployment, in_host
+from tests.equipment.fleet import Deployment, in_host
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import PlanOptions, render_plan

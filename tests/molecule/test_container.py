@@ -1,12 +1,14 @@
-"""Molecule's container scenario: the engine image built inside a sandbox host (nested podman and crun), the tiny
-model served from it through the container unit template, idempotence, verify, and systemd-analyze verify inside
-the host on the container unit of every hardware profile."""
+"""Molecule's container scenario on the fleet's second host: the engine image built inside it (nested podman and
+crun), the tiny model served from it through the container unit template, idempotence, verify, and systemd-analyze
+verify inside the host on the container unit of every hardware profile. The default scenario (test_default.py,
+after this one) converges the host back to the native runtime."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from tests.equipment.fleet import Deployment
 
 from glm_deploy.catalog import load_catalog
 
@@ -15,8 +17,8 @@ from .scenario import run_scenario
 pytestmark = [pytest.mark.molecule, pytest.mark.sandbox]
 
 
-def test_container_scenario_passes() -> None:
-    output = run_scenario("container", sandbox_name="glm-molecule-runtime")
+def test_container_scenario_passes(deployment: Deployment) -> None:
+    output = run_scenario("container", deployment, limit=deployment.hosts[1])
     # The engine answered from inside the container (the scenario's own checks passed) ...
     assert "Check the unit, the container and the engine in it" in output
     # ... and systemd checked the container unit of every hardware profile of the catalog (the loop's labels name

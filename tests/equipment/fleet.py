@@ -1,5 +1,7 @@
-"""A deployed sandbox for the deploy-path tests: `glm-deploy sandbox up --hosts 2`, then site.yml through the
-`Deployment` API (so the redeploy tests find a history), as a fleet of two one-node replicas.
+"""The fleet: one deployed sandbox shared by every test that needs a deployment (tests/deploy, then Molecule's
+scenarios in tests/molecule): `glm-deploy sandbox up --hosts 2`, then site.yml through the `Deployment` API (so the
+redeploy tests find a history), as a fleet of two one-node replicas. tests/conftest.py makes `deployment` a fixture
+of the whole suite.
 
 One sandbox (its own name, so it never touches a developer's `glm-sandbox`) serves every test of the session;
 the endpoint API key is generated here so that the tests know exactly which string must never leak. Most tests
