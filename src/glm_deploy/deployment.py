@@ -38,6 +38,7 @@ from typing import Any
 
 from glm_deploy import benchmark_report, paths
 from glm_deploy.catalog import Catalog, load_catalog
+from glm_deploy.credentials import controller_secrets
 from glm_deploy.errors import GlmDeployError, InputError, RunCancelled, RunError
 from glm_deploy.history import HistoryEntry, HistoryStore, Release, redact
 from glm_deploy.inventory import InventoryView, read_inventory, resolve_inventory
@@ -78,40 +79,6 @@ def default_state_dir() -> Path:
     if override:
         return Path(override).expanduser().resolve()
     return paths.project_root() / ".cache" / "glm-deploy"
-
-
-def api_key_file() -> Path:
-    """The controller's copy of the endpoint API key: `$GLM_API_KEY_FILE`, else `.cache/secrets/api_key`."""
-    override = os.environ.get("GLM_API_KEY_FILE")
-    if override:
-        return Path(override).expanduser().resolve()
-    return paths.project_root() / ".cache" / "secrets" / "api_key"
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-def controller_secrets(*, create_api_key: bool = False) -> dict[str, str]:
-    """The secrets a play needs, from the controller: `glm_api_key` (GLM_API_KEY, else the key file; created
-    with a random key when `create_api_key` and neither exists) and `glm_hf_token` (HF_TOKEN, when set)."""
-    found: dict[str, str] = {}
-    key = os.environ.get("GLM_API_KEY", "").strip()
-    key_path = api_key_file()
-    if not key and key_path.is_file():
-        key = key_path.read_text(encoding="utf-8").strip()
-    if not key and create_api_key:
-        key = secrets_module.token_urlsafe(32)
-        _write_private(key_path, key + "\n")
-    if key:
-        found["glm_api_key"] = key
-    token = os.environ.get("HF_TOKEN", "").strip()
-    if token:
-        found["glm_hf_token"] = token
-    return found
 
 
 def _now() -> str:
@@ -274,7 +241,7 @@ class Deployment:
 
     `model`, `engine`, `hardware`, `nodes` and `options` override the inventory (they reach the playbooks as
     extra variables, which win over inventory variables). `secrets` maps play variables to secret values
-    (`glm_api_key`, `glm_hf_token`); by default they come from the controller (see `controller_secrets`).
+    (`glm_api_key`, `glm_hf_token`); by default they come from the controller (see `glm_deploy.credentials`).
     `playbooks` maps a command to the playbook it runs, for projects (and tests) with playbooks of their own.
     """
 

@@ -8,7 +8,8 @@ import sys
 
 from glm_deploy.client_env import CLIENTS, client_environment
 from glm_deploy.commands.deployment import DEFAULT_INVENTORY, error_document
-from glm_deploy.deployment import Deployment, api_key_file
+from glm_deploy.credentials import api_key_file
+from glm_deploy.deployment import Deployment
 from glm_deploy.errors import GlmDeployError, InputError
 from glm_deploy.render import PlanOptions
 
