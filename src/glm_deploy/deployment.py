@@ -450,11 +450,12 @@ class Deployment:
         """Move the hosts to a new release, `serial` hosts at a time (a count or a share such as "25%").
 
         `to` changes what the inventory asks for: plan options (`revision`, `engine_version`, `image`,
-        `extra_args`, ...) and `model`, `engine`, `hardware`, `nodes`. The branch is resolved to a commit once,
-        here, so every host gets the same weights. Each host stages the release while the old one serves, cuts
-        over, and must pass the verify checks (and `benchmark_floor`, e.g. `{"output_throughput": 300}`);
-        otherwise it restores its previous release, verifies it, and the roll stops there (`RunError`, naming
-        the host, the step and the cause; the history records the failed redeploy and the rollback).
+        `extra_args`, ...) and `model`, `engine`, `hardware`, `nodes`. The roll pins a branch to the commit its
+        first host fetches (playbooks/redeploy.yml), so every host gets the same weights. Each host stages the
+        release while the old one serves, cuts over, and must pass the verify checks (and `benchmark_floor`, e.g.
+        `{"output_throughput": 300}`); otherwise it restores its previous release, verifies it, and the roll stops
+        there (`RunError`, naming the host, the step and the cause; the history records the failed redeploy and
+        the rollback).
         With `if_changed`, nothing runs when the resolved release is the current one.
         """
         return self.start(
@@ -564,6 +565,7 @@ class Deployment:
                 outcome = self._execute(
                     command,
                     plan=plan,
+                    to=to if command == "redeploy" else None,
                     extravars=extravars,
                     run_secrets=run_secrets,
                     if_changed=if_changed,
@@ -621,21 +623,12 @@ class Deployment:
             extravars["glm_options"] = self.settings(to)["options"]
         return extravars
 
-    def _pin(self, plan: Plan, extravars: dict[str, Any], commit: str) -> Plan:
-        """The plan with its branch replaced by the commit it resolved to; the extra variables carry it."""
-        if plan.revision_pinned:
-            return plan
-        target = {name: extravars[f"glm_{name}"] for name in TARGET_SETTINGS if f"glm_{name}" in extravars}
-        options = dict(extravars.get("glm_options") or self.settings()["options"])
-        options["revision"] = commit
-        extravars["glm_options"] = options
-        return self.plan({**target, **options})
-
     def _execute(
         self,
         command: str,
         *,
         plan: Plan,
+        to: Mapping[str, Any] | None,
         extravars: dict[str, Any],
         run_secrets: dict[str, str],
         if_changed: bool,
@@ -685,9 +678,10 @@ class Deployment:
                         plan, endpoint=endpoint, token=run_secrets.get("glm_hf_token"), timeout_s=10
                     )
             if commit is not None:
-                if command == "redeploy":
-                    # Every host of the roll gets this commit, even when the branch moves during the roll.
-                    plan = self._pin(plan, extravars, commit)
+                if command == "redeploy" and not plan.revision_pinned:
+                    # Named after the plan the hosts will serve. The playbook pins it (glm.deploy.plan pin.yml, the
+                    # one place a run is pinned): every host of the roll gets the commit its first host fetched.
+                    plan = self.plan({**(to or {}), "revision": commit})
                 release = Release.from_plan(plan, model_commit=commit)
             if if_changed and release.same_as(self.current_release()):
                 return RunOutcome(command=command, entry=record_without_run("unchanged", release))
