@@ -158,7 +158,8 @@ def test_lookup_says_how_to_install_when_glm_deploy_is_missing(
     )
     result = ansible_playbook(playbook, "localhost,", env=glm_deploy_missing)
     assert result.returncode != 0
-    assert "install glm-deploy into the venv that runs ansible-playbook" in " ".join(result.stdout.split())
+    assert "the glm.deploy.plan lookup needs the glm-deploy Python package" in " ".join(result.stdout.split())
+    assert "-m pip install glm-deploy`" in " ".join(result.stdout.split())
 
 
 def test_plan_role_documents_every_default() -> None:

@@ -18,8 +18,7 @@ import time
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible_collections.glm.deploy.plugins.plugin_utils.async_poll import async_status
-
-from glm_deploy.progress import human_bytes, human_duration
+from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports
 
 display = Display()
 
@@ -40,6 +39,8 @@ class ActionModule(ActionBase):
         )
 
     def run(self, tmp=None, task_vars=None):
+        with glm_deploy_imports("the glm.deploy.cache_warmup_wait action"):
+            from glm_deploy.progress import human_bytes, human_duration
         result = super().run(tmp, task_vars)
         args = self._task.args
         jid = args.get("jid")

@@ -20,8 +20,7 @@ import time
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible_collections.glm.deploy.plugins.plugin_utils.async_poll import async_status
-
-from glm_deploy.progress import Progress, format_line
+from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports
 
 display = Display()
 
@@ -42,6 +41,8 @@ class ActionModule(ActionBase):
             return None  # caught mid-rewrite: the next poll reads it
 
     def run(self, tmp=None, task_vars=None):
+        with glm_deploy_imports("the glm.deploy.hf_prefetch_wait action"):
+            from glm_deploy.progress import Progress, format_line
         result = super().run(tmp, task_vars)
         args = self._task.args
         jid = args.get("jid")

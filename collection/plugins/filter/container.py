@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports
 
 DOCUMENTATION = r"""
 name: container_run_argv
@@ -67,14 +68,9 @@ def container_run_argv(
     docker: str | None = None,
     extra_args: Sequence[str] | None = None,
 ) -> list[str]:
-    try:
+    with glm_deploy_imports("the glm.deploy.container_run_argv filter"):
         from glm_deploy.container_run import container_run_argv as build_argv
         from glm_deploy.errors import GlmDeployError
-    except ImportError as error:
-        raise AnsibleFilterError(
-            f"glm.deploy.container_run_argv needs the glm-deploy Python package on the controller ({error}); run "
-            "ansible-playbook from the virtual environment where glm-deploy is installed"
-        ) from None
     try:
         return build_argv(
             plan,

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports
 
 DOCUMENTATION = r"""
 name: gpu_preflight
@@ -57,17 +58,12 @@ def gpu_preflight(
     kv_reserve_gib: float | None = None,
     cache_reserve_gib: float | None = None,
 ) -> dict[str, Any]:
-    try:
+    with glm_deploy_imports("the glm.deploy.gpu_preflight filter"):
         from glm_deploy.catalog import load_catalog
         from glm_deploy.errors import GlmDeployError
         from glm_deploy.images import choose_image, driver_cuda
         from glm_deploy.preflight import DEFAULT_CACHE_RESERVE_GIB, DEFAULT_KV_RESERVE_GIB
         from glm_deploy.preflight import gpu_preflight as run_preflight
-    except ImportError as error:
-        raise AnsibleFilterError(
-            f"glm.deploy.gpu_preflight needs the glm-deploy Python package on the controller ({error}); run "
-            "ansible-playbook from the virtual environment where glm-deploy is installed"
-        ) from None
     if not isinstance(host_facts, Mapping) or "gpu" not in host_facts:
         raise AnsibleFilterError(
             f"glm.deploy.gpu_preflight expects the registered result of glm.deploy.gpu_facts, got {host_facts!r:.200}"

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports
 
 DOCUMENTATION = r"""
 name: release
@@ -40,12 +41,8 @@ def release(
     image_digest: str | None = None,
     venv_lock: str | None = None,
 ) -> dict[str, Any]:
-    try:
+    with glm_deploy_imports("the glm.deploy.release filter"):
         from glm_deploy.history import Release
-    except ImportError as error:  # pragma: no cover - the collection is used with glm-deploy installed
-        raise AnsibleFilterError(
-            f"glm.deploy.release needs the glm-deploy package on the controller: {error}"
-        ) from None
     if not isinstance(plan, Mapping):
         raise AnsibleFilterError(f"glm.deploy.release takes the plan (a mapping), got {type(plan).__name__}")
     try:

@@ -1,25 +1,31 @@
 """Filters that write values into systemd unit files safely (the rules are in glm_deploy.systemd_text).
 
-Controller-side: imports glm_deploy from the venv that runs ansible-playbook, like the glm.deploy.plan lookup.
+Controller-side: calls glm_deploy from the Python that runs ansible-playbook, like the glm.deploy.plan lookup; it is
+imported when a filter runs, so that without the package the task fails with how to install it.
 """
 
 from __future__ import annotations
 
-from glm_deploy.systemd_text import (
-    systemd_command_line,
-    systemd_environment,
-    systemd_escape_word,
-    systemd_unsafe_values,
-)
+from collections.abc import Callable
+from typing import Any
+
+from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports
+
+FILTERS = ("systemd_escape_word", "systemd_command_line", "systemd_environment", "systemd_unsafe_values")
+
+
+def _from_systemd_text(name: str) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with glm_deploy_imports(f"the glm.deploy.{name} filter"):
+            from glm_deploy import systemd_text
+        return getattr(systemd_text, name)(*args, **kwargs)
+
+    run.__name__ = name
+    return run
 
 
 class FilterModule:
     """glm.deploy filters for unit files."""
 
     def filters(self) -> dict[str, object]:
-        return {
-            "systemd_escape_word": systemd_escape_word,
-            "systemd_command_line": systemd_command_line,
-            "systemd_environment": systemd_environment,
-            "systemd_unsafe_values": systemd_unsafe_values,
-        }
+        return {name: _from_systemd_text(name) for name in FILTERS}

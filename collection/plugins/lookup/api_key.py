@@ -2,9 +2,6 @@
 # `glm-deploy deploy` find (or make) the endpoint API key by the same code, in the same file.
 from __future__ import annotations
 
-from ansible.errors import AnsibleError, AnsibleLookupError
-from ansible.plugins.lookup import LookupBase
-
 DOCUMENTATION = r"""
 name: api_key
 author: glm-deploy developers
@@ -46,20 +43,16 @@ _raw:
   elements: str
 """
 
-IMPORT_HINT = (
-    "the glm.deploy.api_key lookup needs the glm-deploy Python package on the controller: "
-    "install glm-deploy into the venv that runs ansible-playbook "
-    "(pip install glm-deploy, or pip install -e . from a checkout)"
-)
+from ansible.errors import AnsibleLookupError  # noqa: E402 - below the documentation, as Ansible wants
+from ansible.plugins.lookup import LookupBase  # noqa: E402
+from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports  # noqa: E402
 
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
-        try:
+        with glm_deploy_imports("the glm.deploy.api_key lookup"):
             from glm_deploy.credentials import api_key_file, endpoint_api_key
             from glm_deploy.errors import GlmDeployError
-        except ImportError as error:
-            raise AnsibleError(f"{IMPORT_HINT} ({error})") from None
         self.set_options(var_options=variables, direct=kwargs)
         key_file = api_key_file(
             secrets_dir=self.get_option("secrets_dir") or None, project_dir=self.get_option("project_dir") or None

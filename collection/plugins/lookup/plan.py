@@ -2,9 +2,6 @@
 # `glm-deploy plan` render the same plan from the same catalog.
 from __future__ import annotations
 
-from ansible.errors import AnsibleError, AnsibleLookupError
-from ansible.plugins.lookup import LookupBase
-
 DOCUMENTATION = r"""
 name: plan
 author: glm-deploy developers
@@ -47,21 +44,17 @@ _raw:
   elements: dict
 """
 
-IMPORT_HINT = (
-    "the glm.deploy.plan lookup needs the glm-deploy Python package on the controller: "
-    "install glm-deploy into the venv that runs ansible-playbook "
-    "(pip install glm-deploy, or pip install -e . from a checkout)"
-)
+from ansible.errors import AnsibleLookupError  # noqa: E402 - below the documentation, as Ansible wants
+from ansible.plugins.lookup import LookupBase  # noqa: E402
+from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports  # noqa: E402
 
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
-        try:
+        with glm_deploy_imports("the glm.deploy.plan lookup"):
             from glm_deploy.catalog import load_catalog
             from glm_deploy.errors import GlmDeployError
             from glm_deploy.render import PlanOptions, render_plan
-        except ImportError as error:
-            raise AnsibleError(f"{IMPORT_HINT} ({error})") from None
         self.set_options(var_options=variables, direct=kwargs)
         nodes = self.get_option("nodes")
         try:
