@@ -1,0 +1,244 @@
+"""What a user may choose for a plan (`PlanOptions`), read from a mapping, and the checks of the values.
+
+The checks here refuse a value that cannot work for the chosen model and engine before anything is rendered
+from it: ranges, patterns of names and paths, options an engine has no flag for, and extra arguments that would
+carry a secret or fight the catalog's own flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from glm_deploy.catalog import EngineSpec, ModelSpec
+from glm_deploy.errors import InputError
+from glm_deploy.validation import IMAGE_REFERENCE, check_host, check_one_line, check_pattern, clip, secret_flag
+
+# Where glm-deploy keeps its state on a host: the Hugging Face cache, the JIT caches, the engine venvs.
+STATE_ROOT = "/var/lib/glm-deploy"
+DEFAULT_PORT = 8000
+# Matched with fullmatch (validation.check_pattern): `$` would accept a trailing newline.
+_SERVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME: interface names or prefixes, `^` (exclude) or `=` (exact) first,
+# comma-separated.
+_INTERFACE = re.compile(r"[=^]?[A-Za-z0-9_.:-]{1,15}(?:,[=^]?[A-Za-z0-9_.:-]{1,15})*")
+_CUDA = re.compile(r"\d+\.\d+")
+# Absolute paths written into units, Environment= and --volume SOURCE:TARGET: no whitespace, no ':'.
+_PATH = re.compile(r"/[^\s:]{0,4095}")
+# No engine flag name comes near these; a longer one is a mistake that would otherwise surface only when the unit
+# starts (and fill its error line).
+_MAX_FLAG_CHARS = 100
+_MAX_ARGUMENT_CHARS = 16384
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What a user may choose; `None` means "what the catalog says for this model, engine and hardware"."""
+
+    port: int = DEFAULT_PORT
+    host: str = "0.0.0.0"  # noqa: S104 - an endpoint is meant to be reached; the API key and firewall guard it
+    served_name: str | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    mem_fraction: float | None = None
+    kv_cache_dtype: str | None = None
+    speculative: bool | None = None
+    dp_attention: bool = False
+    index_cache: bool = False
+    extra_args: tuple[str, ...] = ()
+    engine_version: str | None = None
+    image: str | None = None
+    revision: str | None = None
+    head_address: str | None = None
+    network_interface: str | None = None
+    hf_home: str = f"{STATE_ROOT}/hf"
+    cache_root: str = f"{STATE_ROOT}/cache"
+    runtime: str | None = None
+    api_key_required: bool = True
+    cuda_version: str | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> PlanOptions:
+        """Build options from a plain mapping (inventory `glm_options`, JSON), checking names and types."""
+        if not data:
+            return cls()
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in known:
+                raise InputError(
+                    f"unknown plan option {clip(name)}",
+                    hint=f"known options: {', '.join(sorted(known))}",
+                )
+            if value is None:
+                continue
+            values[name] = _coerce_option(name, value)
+        return cls(**values)
+
+
+_INT_OPTIONS = ("port", "max_model_len", "max_num_seqs")
+_BOOL_OPTIONS = ("speculative", "dp_attention", "index_cache", "api_key_required")
+_FLOAT_OPTIONS = ("mem_fraction",)
+
+
+def _coerce_option(name: str, value: Any) -> Any:
+    if name in _INT_OPTIONS:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InputError(f"option {name} must be an integer, got {clip(value)}")
+        try:
+            return int(value)
+        except ValueError:
+            raise InputError(f"option {name} must be an integer, got {clip(value)}") from None
+    if name in _BOOL_OPTIONS:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "false", "no", "off"):
+            return value.lower() in ("true", "yes", "on")
+        raise InputError(f"option {name} must be true or false, got {clip(value)}")
+    if name in _FLOAT_OPTIONS:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise InputError(f"option {name} must be a number, got {clip(value)}")
+        try:
+            return float(value)
+        except ValueError:
+            raise InputError(f"option {name} must be a number, got {clip(value)}") from None
+    if name == "extra_args":
+        if isinstance(value, str):
+            return tuple(shlex.split(value))
+        if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise InputError(f"option extra_args must be a list of strings, got {clip(value)}")
+    if not isinstance(value, str):
+        raise InputError(f"option {name} must be a string, got {clip(value)}")
+    return value
+
+
+def extra_flag_names(extra_args: Sequence[str]) -> list[str]:
+    return [arg.split("=", 1)[0] for arg in extra_args if arg.startswith("--")]
+
+
+def normalised_flag_is(argument: str, flag: str) -> bool:
+    """Whether `argument` sets `flag` in any spelling the engines accept (`_` for `-`, `--flag=value`)."""
+    return argument.startswith("--") and argument.split("=", 1)[0].replace("_", "-").lower() == flag
+
+
+def check_text_options(options: PlanOptions) -> None:
+    """Refuse control characters in every text option and extra argument, before any other check reads them.
+
+    Every option's text reaches a unit, an env file or a command line, and systemd ends a unit-file line at LF, CR
+    and NUL: one such character would let a value add directives of its own. Walking all fields keeps an option
+    added later covered too.
+    """
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        if isinstance(value, str):
+            check_one_line(field.name, value)
+        elif isinstance(value, tuple):
+            for item in value:
+                check_one_line(field.name, str(item))
+
+
+def check_options(options: PlanOptions, model: ModelSpec, engine: EngineSpec) -> tuple[str, list[str]]:
+    """Refuse option values that cannot work for this model and engine; return the served name and the flags
+    extra_args sets."""
+    if not 1 <= options.port <= 65535:
+        raise InputError(
+            f"port {options.port} is out of range", hint="use a TCP port between 1 and 65535"
+        )
+    served_name = options.served_name or model.name
+    check_pattern(
+        "served_name",
+        served_name,
+        _SERVED_NAME,
+        "usable as a model and unit name",
+        "use letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit)",
+    )
+    check_host("host", options.host)
+    if options.mem_fraction is not None and not 0 < options.mem_fraction <= 1:
+        raise InputError(
+            f"mem_fraction {options.mem_fraction} is out of range",
+            hint="use a number in (0, 1], e.g. 0.85",
+        )
+    if options.max_model_len is not None and not 0 < options.max_model_len <= model.context_length:
+        raise InputError(
+            f"max_model_len {options.max_model_len} does not fit {model.name}",
+            hint=f"use a length between 1 and the model's context length {model.context_length}",
+        )
+    if options.max_num_seqs is not None and options.max_num_seqs < 1:
+        raise InputError(f"max_num_seqs {options.max_num_seqs} must be at least 1")
+    if options.network_interface is not None:
+        check_pattern(
+            "network_interface",
+            options.network_interface,
+            _INTERFACE,
+            "a plain interface name or list",
+            "an interface name or prefix such as eth1, or a list such as ^docker,lo",
+        )
+    if options.head_address is not None:
+        check_host("head_address", options.head_address)
+    if options.cuda_version is not None:
+        check_pattern("cuda_version", options.cuda_version, _CUDA, "MAJOR.MINOR", "e.g. 12.8 or 13.0")
+    for name, path in (("hf_home", options.hf_home), ("cache_root", options.cache_root)):
+        check_pattern(name, path, _PATH, "an absolute path without whitespace or ':'")
+    if options.kv_cache_dtype is not None:
+        check_pattern(
+            "kv_cache_dtype", options.kv_cache_dtype, _TOKEN, "a dtype name", "e.g. auto, fp8, fp8_e4m3"
+        )
+    if options.image is not None:
+        check_pattern(
+            "image",
+            options.image,
+            IMAGE_REFERENCE,
+            "an image reference",
+            "e.g. vllm/vllm-openai:v0.19.1 or registry:5000/name@sha256:<digest>",
+        )
+    for option_name, key in (
+        ("mem_fraction", "mem_fraction"),
+        ("kv_cache_dtype", "kv_cache_dtype"),
+        ("max_num_seqs", "max_num_seqs"),
+    ):
+        if getattr(options, option_name) is not None and not engine.flag_names.get(key):
+            raise InputError(
+                f"option {option_name} does not apply to engine {engine.name}",
+                hint="the hardware profile sizes it (e.g. VLLM_CPU_KVCACHE_SPACE on the CPU engine)",
+            )
+    if options.dp_attention and engine.kind != "sglang":
+        raise InputError(
+            f"option dp_attention is an SGLang feature; engine {engine.name!r} has no DP attention",
+            hint="use --engine sglang, or drop dp_attention",
+        )
+    index_cache = model.index_cache
+    if options.index_cache and not (index_cache.supported and engine.name in index_cache.engines):
+        reason = index_cache.reason or f"it is published for {', '.join(index_cache.engines)} only"
+        raise InputError(
+            f"option index_cache is not available for {model.name} on {engine.name}: {reason}",
+            hint="drop index_cache",
+        )
+    for argument in options.extra_args:
+        flag_name = argument.split("=", 1)[0] if argument.startswith("--") else ""
+        if len(flag_name) > _MAX_FLAG_CHARS or len(argument) > _MAX_ARGUMENT_CHARS:
+            raise InputError(
+                f"extra_args {clip(argument)} is longer than an engine flag or value can be",
+                hint=f"flag names up to {_MAX_FLAG_CHARS} characters, arguments up to {_MAX_ARGUMENT_CHARS}",
+            )
+        secret = secret_flag(argument)
+        if secret is not None or normalised_flag_is(argument, "--config"):
+            raise InputError(
+                f"extra_args must not carry {clip(argument.split('=', 1)[0], 40, quote=False)} "
+                f"({secret or '--config'}): secrets never go on a command line",
+                hint="the API key comes from glm_api_key (an EnvironmentFile / config file of mode 0600)",
+            )
+    extra_flags = extra_flag_names(options.extra_args)
+    for flag in extra_flags:
+        if flag.startswith("--speculative"):
+            raise InputError(
+                f"extra_args sets {clip(flag, 40, quote=False)}, "
+                "which conflicts with the catalog's speculative decoding",
+                hint="use the option speculative (true/false) instead",
+            )
+    return served_name, extra_flags
