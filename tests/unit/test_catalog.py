@@ -18,6 +18,8 @@ from glm_deploy.catalog import (
     version_at_least,
     version_matches,
 )
+from glm_deploy.catalog_reader import Reader, read_fields
+from glm_deploy.catalog_types import ImageSpec, TransformersUpgrade
 from glm_deploy.errors import CatalogError
 
 REQUIRED_MODELS = {
@@ -260,3 +262,27 @@ def test_unquoted_number_flag_value_is_refused(catalog_copy: Path) -> None:
 def test_unreadable_catalog_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match=r"cannot read catalog file .*models\.yml"):
         load_catalog(tmp_path)
+
+
+def test_entries_are_read_by_their_fields_names_and_types() -> None:
+    # Left out: an optional text is None, a list is empty, a switch marked OFF_UNLESS_SET is off.
+    image = read_fields(ImageSpec, Reader({"image": "repo/engine:v1", "source": "a page"}, "engines.e.images[0]"))
+    assert image == ImageSpec(
+        image="repo/engine:v1",
+        version=None,
+        cuda=None,
+        rocm=None,
+        archs=(),
+        models=(),
+        preferred=False,
+        floating=False,
+        source="a page",
+    )
+    # A list marked REQUIRED, a text and a switch of the wrong type: each refused with the entry's path and key.
+    upgrade = {"versions": ["0.1"], "requirement": "transformers>=5", "source": "a page"}
+    with pytest.raises(CatalogError, match=r"engines\.e\.transformers_upgrades\[0\] lacks the key 'models'"):
+        read_fields(TransformersUpgrade, Reader(upgrade, "engines.e.transformers_upgrades[0]"))
+    with pytest.raises(CatalogError, match=r"engines\.e\.images\[0\]\.source must be a non-empty string"):
+        read_fields(ImageSpec, Reader({"image": "repo/engine:v1", "source": ""}, "engines.e.images[0]"))
+    with pytest.raises(CatalogError, match=r"engines\.e\.images\[0\]\.preferred must be true or false"):
+        read_fields(ImageSpec, Reader({"image": "x", "source": "s", "preferred": "yes"}, "engines.e.images[0]"))
