@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from glm_deploy.cli import main
+from glm_deploy.cli import build_parser, main
+from glm_deploy.commands.plan import options_from_args
+from glm_deploy.render import PlanOptions
+from glm_deploy.render.options import option_type
 
 GOOD = ["plan", "--model", "glm-5.1-fp8", "--engine", "vllm", "--hardware", "b200"]
 
@@ -196,6 +200,32 @@ def test_plan_json_has_image_and_nodes(capsys: pytest.CaptureFixture[str]) -> No
     assert argv[argv.index("--port") + 1] == "9001"
     assert not any(arg.startswith("--speculative") for arg in argv)
     assert data["nodes"][0]["env"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_every_plan_option_is_a_flag_of_plan() -> None:
+    # The flags come from PlanOptions' fields: each, given on the command line, sets its option; none given
+    # leaves every option at its default.
+    parser = build_parser()
+    assert options_from_args(parser.parse_args(GOOD)) == PlanOptions()
+    for field in dataclasses.fields(PlanOptions):
+        flag = field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+        kind = option_type(field.name)
+        words: list[str]
+        if kind is bool:
+            words, expected = [flag], field.default is not True
+        elif kind is tuple:
+            words, expected = [f"{flag}=--one", f"{flag}=--two"], ("--one", "--two")
+        elif kind is int or kind is float:
+            words, expected = [flag, "7"], kind(7)
+        else:
+            choices = field.metadata.get("choices")
+            value = choices[-1] if choices else "/some/value"
+            words, expected = [flag, value], value
+        options = options_from_args(parser.parse_args([*GOOD, *words]))
+        assert getattr(options, field.name) == expected, field.name
+    # The spellings users know.
+    no_speculative = options_from_args(parser.parse_args([*GOOD, "--no-speculative", "--no-api-key"]))
+    assert (no_speculative.speculative, no_speculative.api_key_required) == (False, False)
 
 
 def test_catalog_lists_models_engines_and_hardware(capsys: pytest.CaptureFixture[str]) -> None:

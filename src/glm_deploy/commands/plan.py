@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from typing import Any
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import Plan, PlanOptions, render_plan
+from glm_deploy.render.options import option_type
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,75 +30,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--nodes", type=int, help="nodes to span (default: what the model needs on the hardware)"
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (Plan.to_dict())")
-    options = parser.add_argument_group("options")
-    options.add_argument("--port", type=int, help="API port (default 8000)")
-    options.add_argument("--host", help="address to listen on (default 0.0.0.0)")
-    options.add_argument("--served-name", help="model name clients send (default: the catalog name)")
-    options.add_argument("--max-model-len", type=int, help="context length cap")
-    options.add_argument("--max-num-seqs", type=int, help="concurrent sequences cap")
-    options.add_argument("--mem-fraction", type=float, help="share of GPU memory for weights and KV cache")
-    options.add_argument("--kv-cache-dtype", help="KV cache dtype (auto, fp8, fp8_e4m3, ...)")
-    options.add_argument(
-        "--speculative",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="speculative decoding (default: the model's default where the engine and hardware support it)",
-    )
-    options.add_argument("--dp-attention", action="store_true", default=None, help="SGLang DP attention")
-    options.add_argument("--index-cache", action="store_true", default=None, help="SGLang IndexCache")
-    options.add_argument(
-        "--extra-arg",
-        dest="extra_args",
-        action="append",
-        metavar="ARG",
-        help="one more engine argument (repeat; use --extra-arg=--flag for values starting with -)",
-    )
-    options.add_argument("--engine-version", help="engine version to pin (must be in the catalog)")
-    options.add_argument("--image", help="container image to use instead of the catalog's")
-    options.add_argument("--revision", help="model revision: a 40-hex commit pins the weights")
-    options.add_argument("--head-address", help="private IP of the head node (multi-node)")
-    options.add_argument("--network-interface", help="private network interface for NCCL/Gloo (multi-node)")
-    options.add_argument("--hf-home", help="host directory of the Hugging Face cache")
-    options.add_argument("--cache-root", help="host directory of the JIT caches")
-    options.add_argument("--runtime", choices=("container", "native"), help="container or native engine")
-    options.add_argument("--cuda-version", help="CUDA version the host driver supports, e.g. 12.8")
-    options.add_argument(
-        "--no-api-key",
-        dest="api_key_required",
-        action="store_false",
-        default=None,
-        help="serve without an API key (not recommended)",
-    )
+    add_option_arguments(parser.add_argument_group("options"))
     parser.set_defaults(handler=run)
 
 
-_OPTION_NAMES = (
-    "port",
-    "host",
-    "served_name",
-    "max_model_len",
-    "max_num_seqs",
-    "mem_fraction",
-    "kv_cache_dtype",
-    "speculative",
-    "dp_attention",
-    "index_cache",
-    "extra_args",
-    "engine_version",
-    "image",
-    "revision",
-    "head_address",
-    "network_interface",
-    "hf_home",
-    "cache_root",
-    "runtime",
-    "cuda_version",
-    "api_key_required",
-)
+def add_option_arguments(group: argparse._ArgumentGroup) -> None:
+    """One flag per plan option, from PlanOptions' fields: the name spelled with dashes (or the field's `flag`), the
+    value read by the field's type, the field's help. Every flag defaults to None: unset takes the option's default."""
+    for field in dataclasses.fields(PlanOptions):
+        flag = field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+        common: dict[str, Any] = {"dest": field.name, "default": None, "help": field.metadata["help"]}
+        kind = option_type(field.name)
+        if kind is bool:
+            # A switch with no default has --x and --no-x; one that is off sets on, one that is on sets off.
+            switch: dict[object, Any] = {None: argparse.BooleanOptionalAction, False: "store_true", True: "store_false"}
+            group.add_argument(flag, action=switch[field.default], **common)
+        elif kind is tuple:
+            group.add_argument(flag, action="append", metavar=field.metadata.get("metavar"), **common)
+        else:
+            group.add_argument(flag, type=kind, choices=field.metadata.get("choices"), **common)
 
 
 def options_from_args(args: argparse.Namespace) -> PlanOptions:
-    return PlanOptions.from_mapping({name: getattr(args, name) for name in _OPTION_NAMES})
+    names = [field.name for field in dataclasses.fields(PlanOptions)]
+    return PlanOptions.from_mapping({name: getattr(args, name) for name in names})
 
 
 def format_text(plan: Plan) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from glm_deploy.catalog import EngineSpec, ModelSpec
+from glm_deploy.catalog import RUNTIMES, EngineSpec, ModelSpec
 from glm_deploy.errors import InputError
 from glm_deploy.validation import IMAGE_REFERENCE, check_host, check_one_line, check_pattern, clip, secret_flag
 
@@ -35,32 +37,52 @@ _PATH = re.compile(r"/[^\s:]{0,4095}")
 _MAX_FLAG_CHARS = 100
 _MAX_ARGUMENT_CHARS = 16384
 
+_T = TypeVar("_T")
+
+
+def _option(default: _T, help_text: str, **cli: Any) -> _T:
+    """A plan option: its default and the help of its command-line flag (`glm-deploy plan`). `cli` holds what the
+    field's name and type do not give: `flag` (another spelling), `choices`, `metavar`."""
+    return dataclasses.field(default=default, metadata={"help": help_text, **cli})
+
 
 @dataclass(frozen=True)
 class PlanOptions:
-    """What a user may choose; `None` means "what the catalog says for this model, engine and hardware"."""
+    """What a user may choose; `None` means "what the catalog says for this model, engine and hardware".
 
-    port: int = DEFAULT_PORT
-    host: str = "0.0.0.0"  # noqa: S104 - an endpoint is meant to be reached; the API key and firewall guard it
-    served_name: str | None = None
-    max_model_len: int | None = None
-    max_num_seqs: int | None = None
-    mem_fraction: float | None = None
-    kv_cache_dtype: str | None = None
-    speculative: bool | None = None
-    dp_attention: bool = False
-    index_cache: bool = False
-    extra_args: tuple[str, ...] = ()
-    engine_version: str | None = None
-    image: str | None = None
-    revision: str | None = None
-    head_address: str | None = None
-    network_interface: str | None = None
-    hf_home: str = f"{STATE_ROOT}/hf"
-    cache_root: str = f"{STATE_ROOT}/cache"
-    runtime: str | None = None
-    api_key_required: bool = True
-    cuda_version: str | None = None
+    Each field is an option of `from_mapping` (inventory `glm_options`, the lookup's `options`) and a flag of
+    `glm-deploy plan`, read by its type: a new option is declared here once.
+    """
+
+    port: int = _option(DEFAULT_PORT, f"API port (default {DEFAULT_PORT})")
+    # An endpoint is meant to be reached; the API key and the firewall guard it.
+    host: str = _option("0.0.0.0", "address to listen on (default 0.0.0.0)")  # noqa: S104
+    served_name: str | None = _option(None, "model name clients send (default: the catalog name)")
+    max_model_len: int | None = _option(None, "context length cap")
+    max_num_seqs: int | None = _option(None, "concurrent sequences cap")
+    mem_fraction: float | None = _option(None, "share of GPU memory for weights and KV cache")
+    kv_cache_dtype: str | None = _option(None, "KV cache dtype (auto, fp8, fp8_e4m3, ...)")
+    speculative: bool | None = _option(
+        None, "speculative decoding (default: the model's default where the engine and hardware support it)"
+    )
+    dp_attention: bool = _option(False, "SGLang DP attention")
+    index_cache: bool = _option(False, "SGLang IndexCache")
+    extra_args: tuple[str, ...] = _option(
+        (),
+        "one more engine argument (repeat; use --extra-arg=--flag for values starting with -)",
+        flag="--extra-arg",
+        metavar="ARG",
+    )
+    engine_version: str | None = _option(None, "engine version to pin (must be in the catalog)")
+    image: str | None = _option(None, "container image to use instead of the catalog's")
+    revision: str | None = _option(None, "model revision: a 40-hex commit pins the weights")
+    head_address: str | None = _option(None, "private IP of the head node (multi-node)")
+    network_interface: str | None = _option(None, "private network interface for NCCL/Gloo (multi-node)")
+    hf_home: str = _option(f"{STATE_ROOT}/hf", "host directory of the Hugging Face cache")
+    cache_root: str = _option(f"{STATE_ROOT}/cache", "host directory of the JIT caches")
+    runtime: str | None = _option(None, "container or native engine", choices=RUNTIMES)
+    api_key_required: bool = _option(True, "serve without an API key (not recommended)", flag="--no-api-key")
+    cuda_version: str | None = _option(None, "CUDA version the host driver supports, e.g. 12.8")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> PlanOptions:
@@ -81,38 +103,49 @@ class PlanOptions:
         return cls(**values)
 
 
-_INT_OPTIONS = ("port", "max_model_len", "max_num_seqs")
-_BOOL_OPTIONS = ("speculative", "dp_attention", "index_cache", "api_key_required")
-_FLOAT_OPTIONS = ("mem_fraction",)
+# The options' types, resolved once (the annotations are strings under `from __future__ import annotations`).
+_OPTION_HINTS = typing.get_type_hints(PlanOptions)
+
+
+def option_type(name: str) -> type:
+    """The type an option's value takes: int, float, bool, str, or tuple (of strings); `None` always means unset."""
+    hint = _OPTION_HINTS[name]
+    if isinstance(hint, types.UnionType):
+        hint = next(member for member in typing.get_args(hint) if member is not type(None))
+    base = typing.get_origin(hint) or hint
+    if not isinstance(base, type):
+        raise TypeError(f"PlanOptions.{name} has the type {hint}, which options cannot be read as")
+    return base
 
 
 def _coerce_option(name: str, value: Any) -> Any:
-    if name in _INT_OPTIONS:
+    kind = option_type(name)
+    if kind is int:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise InputError(f"option {name} must be an integer, got {clip(value)}")
         try:
             return int(value)
         except ValueError:
             raise InputError(f"option {name} must be an integer, got {clip(value)}") from None
-    if name in _BOOL_OPTIONS:
+    if kind is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "on", "false", "no", "off"):
             return value.lower() in ("true", "yes", "on")
         raise InputError(f"option {name} must be true or false, got {clip(value)}")
-    if name in _FLOAT_OPTIONS:
+    if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise InputError(f"option {name} must be a number, got {clip(value)}")
         try:
             return float(value)
         except ValueError:
             raise InputError(f"option {name} must be a number, got {clip(value)}") from None
-    if name == "extra_args":
+    if kind is tuple:
         if isinstance(value, str):
             return tuple(shlex.split(value))
         if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
             return tuple(value)
-        raise InputError(f"option extra_args must be a list of strings, got {clip(value)}")
+        raise InputError(f"option {name} must be a list of strings, got {clip(value)}")
     if not isinstance(value, str):
         raise InputError(f"option {name} must be a string, got {clip(value)}")
     return value
