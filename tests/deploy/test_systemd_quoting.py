@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from tests.equipment.load import load_plugin
 
 FILTER_PATH = Path(__file__).resolve().parents[2] / "collection" / "plugins" / "filter" / "systemd.py"
-_spec = importlib.util.spec_from_file_location("glm_systemd_filters", FILTER_PATH)
-assert _spec is not None and _spec.loader is not None
-systemd = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(systemd)
+systemd = load_plugin("glm_systemd_filters", FILTER_PATH)
 
 
 _C_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}

@@ -24,7 +24,7 @@ from ansible.plugins.filter.core import FilterModule as AnsibleCoreFilters
 from ansible.plugins.test.core import TestModule as AnsibleCoreTests
 from tests.deploy.test_systemd_quoting import _systemd_split
 from tests.equipment.hanging_engine import HangingEngine
-from tests.equipment.load import load_file
+from tests.equipment.load import load_file, load_plugin
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.render import render_plan
@@ -43,7 +43,7 @@ PROCESS_SLACK = 5
 
 
 watchdog = load_file("generation_watchdog", SCRIPT)
-systemd_filters = load_file(
+systemd_filters = load_plugin(
     "glm_systemd_filters_for_watchdog", REPO / "collection" / "plugins" / "filter" / "systemd.py"
 )
 
