@@ -4,7 +4,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: api_key
-author: glm-deploy developers
+author: glm-deploy developers (!UNKNOWN)
 short_description: The endpoint API key from the controller (made once when there is none)
 description:
   - Calls glm_deploy.credentials.endpoint_api_key on the controller, the code the glm-deploy Python API uses.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: catalog
-author: glm-deploy developers
+author: glm-deploy developers (!UNKNOWN)
 short_description: Read glm-deploy's catalog of models, engines and hardware
 description:
   - Returns the parsed catalog (models, engines, hardware, cuda_driver_minimum),

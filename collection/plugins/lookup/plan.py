@@ -4,7 +4,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: plan
-author: glm-deploy developers
+author: glm-deploy developers (!UNKNOWN)
 short_description: Render a glm-deploy plan (argv, env, container spec per node) from the catalog
 description:
   - Calls glm_deploy.render.render_plan on the controller and returns Plan.to_dict().

@@ -28,12 +28,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
+from urllib.error import HTTPError, URLError
 
-try:  # Python 3
-    from urllib.error import HTTPError, URLError
-    from urllib.request import Request, urlopen
-except ImportError:  # pragma: no cover - hosts run Python 3
-    HTTPError = URLError = Exception  # type: ignore[misc,assignment]
+from ansible.module_utils.urls import open_url
 
 FORMATS = ("few_shot_qa", "chat")
 # A number as GSM8K writes them: optional sign, digits, optional decimals ("1,000" loses its commas first).
@@ -112,13 +109,13 @@ def chat_request(question_set, model, question):
 
 def post_json(url, body, api_key, timeout):
     """POST a JSON body with the API key; returns the decoded answer. Raises on HTTP errors and timeouts."""
-    request = Request(  # noqa: S310 - the URL is the endpoint under test, built from the plan
-        url,
+    with open_url(
+        url,  # the endpoint under test, built from the plan
         data=json.dumps(body).encode("utf-8"),
         headers={"Content-Type": "application/json", "Authorization": "Bearer %s" % api_key},
         method="POST",
-    )
-    with urlopen(request, timeout=timeout) as answer:  # noqa: S310 - the URL is the endpoint under test
+        timeout=timeout,
+    ) as answer:
         return json.loads(answer.read().decode("utf-8"))
 
 

@@ -49,7 +49,7 @@ options:
     type: str
     default: .glm-deploy-warm.json
 author:
-  - glm-deploy developers
+  - glm-deploy developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -37,7 +37,7 @@ options:
     type: int
     default: 40
 author:
-  - glm-deploy developers
+  - glm-deploy developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

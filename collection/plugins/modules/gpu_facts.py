@@ -49,7 +49,7 @@ options:
     type: bool
     default: true
 author:
-  - glm-deploy developers
+  - glm-deploy developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

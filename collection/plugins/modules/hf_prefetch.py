@@ -131,7 +131,7 @@ options:
         fails the module at once, before anything is written, with the TLS error in the message.
     type: path
 author:
-  - glm-deploy developers
+  - glm-deploy developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

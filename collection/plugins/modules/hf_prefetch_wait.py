@@ -33,7 +33,7 @@ options:
     type: float
     default: 172800
 author:
-  - glm-deploy developers
+  - glm-deploy developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

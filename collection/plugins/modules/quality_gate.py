@@ -72,7 +72,7 @@ options:
         messages) and C(floor) (C(min_acceptance_length), optional C(min_acceptance_rate), C(source)).
     type: dict
 author:
-  - glm-deploy developers
+  - glm-deploy developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -116,9 +116,9 @@ import json  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from urllib.request import Request, urlopen  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.urls import open_url  # noqa: E402
 from ansible_collections.glm.deploy.plugins.module_utils.quality import (  # noqa: E402
     QuestionSetError,
     decide,
@@ -182,8 +182,7 @@ def _record(root, release_id, document):
 
 
 def _get_text(url, api_key, timeout):
-    request = Request(url, headers={"Authorization": "Bearer %s" % api_key})  # noqa: S310 - the endpoint under test
-    with urlopen(request, timeout=timeout) as answer:  # noqa: S310 - the endpoint under test
+    with open_url(url, headers={"Authorization": "Bearer %s" % api_key}, timeout=timeout) as answer:
         return answer.read().decode("utf-8", "replace")
 
 

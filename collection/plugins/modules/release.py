@@ -67,7 +67,7 @@ options:
     type: int
     default: 10
 author:
-  - glm-deploy developers
+  - glm-deploy developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -185,7 +185,7 @@ class Releases:
             document = self.document(name) if RELEASE_ID.fullmatch(name) else None
             if document is not None:
                 found.append((str(document.get("staged_at") or ""), name))
-        return [name for _, name in sorted(found)]
+        return [name for _staged_at, name in sorted(found)]
 
     def summary(self, **extra):
         current, previous = self.state.get("current"), self.state.get("previous")

@@ -34,7 +34,7 @@ options:
     description: HTTP status that means healthy.
     type: int
     default: 200
-author: glm-deploy developers
+author: glm-deploy developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

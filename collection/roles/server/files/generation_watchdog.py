@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: glm-deploy developers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Liveness by real generation: restart the engine unit when it stops generating while /health still says 200.
@@ -135,7 +134,7 @@ class State:
 
 
 def arguments(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--unit", required=True, help="the engine's systemd unit")
     parser.add_argument("--url", required=True, help="the endpoint's base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--model", required=True, help="the served model name")
@@ -215,7 +214,7 @@ def main(argv=None):
         state.save()
         return MISCONFIGURED
     failure = f"HTTP {status}" if status is not None else detail
-    health, _ = request(base + "/health", options.health_timeout)
+    health, _health_detail = request(base + "/health", options.health_timeout)
     if health != 200:
         answered = "nothing" if health is None else health
         say(
