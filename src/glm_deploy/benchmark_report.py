@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from glm_deploy.errors import GlmDeployError, InputError
-from glm_deploy.history import Release
+from glm_deploy.release import Release
 from glm_deploy.render import Plan
 
 PLOT_EXTRA_HINT = "pip install 'glm-deploy[plot]'"

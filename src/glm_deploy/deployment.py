@@ -16,6 +16,10 @@ appends one entry to the history (`<state_dir>/history.jsonl`), success or not; 
 history or the artifacts.
 
 The state directory is `$GLM_DEPLOY_STATE`, else `.cache/glm-deploy/` in the project.
+
+Beside this module: `run_handle` (the thread a run is in, and its outcome), `run_record` (what the hosts report
+and the history entries a run makes), `run_arguments` (the checks of a run's arguments), `status` (what
+`status()` reads from the history), `credentials` (the secrets) and `release` (what a deployment serves).
 """
 
 from __future__ import annotations
@@ -23,31 +27,35 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import getpass
 import os
-import queue
-import re
-import secrets as secrets_module
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from glm_deploy import benchmark_report, paths
 from glm_deploy.catalog import Catalog, load_catalog
 from glm_deploy.credentials import controller_secrets
-from glm_deploy.errors import GlmDeployError, InputError, RunCancelled, RunError
-from glm_deploy.history import HistoryEntry, HistoryStore, Release, redact
+from glm_deploy.errors import GlmDeployError, InputError
+from glm_deploy.history import HistoryEntry, HistoryStore
 from glm_deploy.inventory import InventoryView, read_inventory, resolve_inventory
 from glm_deploy.lock import ControllerLock, current_holder
+from glm_deploy.release import Release, resolve_model_commit
 from glm_deploy.render import Plan, PlanOptions, render_plan
+from glm_deploy.run_arguments import TARGET_SETTINGS, check_floor, check_serial, check_target
+from glm_deploy.run_handle import EventHandler, RunHandle, RunOutcome
+from glm_deploy.run_record import (
+    HostReports,
+    RunClock,
+    automatic_rollback_entry,
+    controller_identity,
+    entry_without_run,
+    finish,
+    run_entry,
+)
 from glm_deploy.runner import PlaybookRunner, RunResult, new_run_id
+from glm_deploy.status import RELEASE_COMMANDS, DeploymentStatus, deployment_status, host_release, last_serving
 from glm_deploy.validation import clip
-
-EventHandler = Callable[[dict[str, Any]], None]
 
 # The playbook each command runs (paths relative to the project directory).
 DEFAULT_PLAYBOOKS: dict[str, str] = {
@@ -58,20 +66,6 @@ DEFAULT_PLAYBOOKS: dict[str, str] = {
     "benchmark": "playbooks/benchmark.yml",
 }
 
-# Commands after which the hosts serve a release the history records.
-RELEASE_COMMANDS = ("deploy", "redeploy", "rollback")
-
-# What `redeploy(to=...)` may change besides the plan options.
-TARGET_SETTINGS = ("model", "engine", "hardware", "nodes")
-
-# Host facts a role may set to tell the controller what it actually installed (e.g. the commit a branch
-# resolved to, the image digest pulled, the venv lock hash); the controller records them per host in the
-# history.
-RELEASE_FACT = "glm_release"
-# The server role's report of the host's JIT caches once the endpoint answers (server/tasks/caches.yml): per cache
-# kind its path, bytes, files and whether it is warm.
-CACHES_FACT = "glm_caches"
-
 
 def default_state_dir() -> Path:
     """`$GLM_DEPLOY_STATE`, else `.cache/glm-deploy` in the project."""
@@ -79,160 +73,6 @@ def default_state_dir() -> Path:
     if override:
         return Path(override).expanduser().resolve()
     return paths.project_root() / ".cache" / "glm-deploy"
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def _controller() -> dict[str, Any]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return {"hostname": socket.gethostname(), "user": user, "pid": os.getpid()}
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What a finished command did: its history entry, and the ansible-runner result when a playbook ran."""
-
-    command: str
-    entry: HistoryEntry
-    result: RunResult | None = None
-    # A benchmark sweep's report per host (benchmark(sweep=...)): the table's and the picture's files.
-    sweeps: tuple[benchmark_report.WrittenReport, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.entry.ok
-
-    @property
-    def changed(self) -> bool:
-        """False for `deploy(if_changed=True)` when the resolved release was already deployed."""
-        return self.entry.status != "unchanged"
-
-    def to_dict(self) -> dict[str, Any]:
-        document = {"command": self.command, "ok": self.ok, **self.entry.to_dict()}
-        if self.sweeps:
-            document["sweeps"] = [written.to_dict() for written in self.sweeps]
-        return document
-
-
-@dataclass(frozen=True)
-class HostStatus:
-    """The controller's last word about one host."""
-
-    host: str
-    address: str
-    last_command: str | None = None
-    last_status: str | None = None
-    last_run_id: str | None = None
-    last_finished_at: str | None = None
-    release: Release | None = None
-    # The JIT caches by kind as the host last reported them (glm_caches), and the run that recorded them.
-    caches: dict[str, dict[str, Any]] | None = None
-    caches_run_id: str | None = None
-    caches_recorded_at: str | None = None
-
-    @property
-    def caches_warm(self) -> bool | None:
-        """Whether every JIT cache was warm at the last report; None when no report is recorded."""
-        if not self.caches:
-            return None
-        return all(bool(record.get("warm")) for record in self.caches.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["release"] = self.release.to_dict() if self.release else None
-        data["caches_warm"] = self.caches_warm
-        return data
-
-
-@dataclass(frozen=True)
-class DeploymentStatus:
-    """What the controller knows: the current release (the last successful deploy), each host's last run, the
-    lock."""
-
-    inventory: str
-    state_dir: str
-    current_release: Release | None
-    current_since: str | None
-    last_run: HistoryEntry | None
-    hosts: list[HostStatus] = field(default_factory=list)
-    lock_holder: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "inventory": self.inventory,
-            "state_dir": self.state_dir,
-            "current_release": self.current_release.to_dict() if self.current_release else None,
-            "current_since": self.current_since,
-            "last_run": self.last_run.to_dict() if self.last_run else None,
-            "hosts": [host.to_dict() for host in self.hosts],
-            "lock_holder": self.lock_holder,
-        }
-
-
-_DONE = object()
-
-
-class RunHandle:
-    """A command running in a background thread: iterate `events()`, `cancel()` it, `wait()` for its
-    outcome."""
-
-    def __init__(self, command: str, target: Callable[[EventHandler, threading.Event], RunOutcome]) -> None:
-        self.command = command
-        self._cancel = threading.Event()
-        self._queue: queue.Queue[object] = queue.Queue()
-        self._outcome: RunOutcome | None = None
-        self._error: BaseException | None = None
-        # Waiting on an Event rather than Thread.join: a KeyboardInterrupt during join() can leave the thread
-        # looking finished while it still runs (CPython's tstate lock), and Ctrl-C is how people cancel.
-        self._finished = threading.Event()
-
-        def body() -> None:
-            try:
-                self._outcome = target(self._queue.put, self._cancel)
-            except BaseException as error:
-                self._error = error
-            finally:
-                self._finished.set()
-                self._queue.put(_DONE)
-
-        self._thread = threading.Thread(target=body, name=f"glm-deploy-{command}", daemon=True)
-        self._thread.start()
-
-    def events(self) -> Iterator[dict[str, Any]]:
-        """ansible-runner's events as they happen, ending when the run ends. One consumer only."""
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, dict):
-                yield item
-
-    def cancel(self) -> None:
-        """Ask the run to stop; ansible-runner ends the playbook, and `wait()` raises `RunCancelled`."""
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def done(self) -> bool:
-        return self._finished.is_set()
-
-    def wait(self, timeout: float | None = None) -> RunOutcome:
-        """The outcome; raises what the run raised. `TimeoutError` when still running after `timeout`
-        seconds."""
-        if not self._finished.wait(timeout):
-            raise TimeoutError(f"glm-deploy {self.command} still runs after {timeout}s")
-        if self._error is not None:
-            raise self._error
-        if self._outcome is None:
-            raise RuntimeError(f"glm-deploy {self.command} ended without an outcome")
-        return self._outcome
 
 
 class Deployment:
@@ -313,7 +153,7 @@ class Deployment:
     def settings(self, to: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """model, engine, hardware, nodes and options: `to` first (a redeploy's target), then the explicit
         ones, else the inventory's."""
-        target = _check_target(to)
+        target = check_target(to)
         needs_inventory = None in (self.model, self.engine, self.hardware) or not isinstance(
             self.options, PlanOptions
         )
@@ -369,6 +209,8 @@ class Deployment:
         return Release.from_plan(plan, model_commit=commit)
 
     def secrets(self, *, create_api_key: bool = False) -> dict[str, str]:
+        """The secrets a run passes to the play: the ones given to the constructor, else the controller's
+        (glm_deploy.credentials; the API key is made when `create_api_key` and there is none)."""
         if self._secrets is not None:
             return dict(self._secrets)
         return controller_secrets(create_api_key=create_api_key)
@@ -381,48 +223,19 @@ class Deployment:
         its own, right after the failed redeploy it undid)."""
         return self._history.entries()
 
-    def _last_serving(self, entries: list[HistoryEntry]) -> HistoryEntry | None:
-        for entry in reversed(entries):
-            if entry.command in RELEASE_COMMANDS and entry.ok and entry.release is not None:
-                return entry
-        return None
-
     def current_release(self) -> Release | None:
         """The release of the last successful deploy, redeploy or rollback (automatic ones included)."""
-        entry = self._last_serving(self.history())
+        entry = last_serving(self.history())
         return entry.release if entry else None
 
     def status(self) -> DeploymentStatus:
         """The current release, each host's last run and release, and who holds the lock (no host is
         contacted)."""
-        entries = self.history()
-        current = self._last_serving(entries)
-        view = self.inventory_view()
-        hosts: list[HostStatus] = []
-        for host in view.hosts:
-            last = next((entry for entry in reversed(entries) if host in entry.hosts), None)
-            caches_entry = _host_caches_entry(entries, host)
-            hosts.append(
-                HostStatus(
-                    host=host,
-                    address=view.address(host),
-                    last_command=last.command if last else None,
-                    last_status=last.status if last else None,
-                    last_run_id=last.run_id if last else None,
-                    last_finished_at=last.finished_at if last else None,
-                    release=_host_release(entries, host),
-                    caches=dict(caches_entry.host_caches[host]) if caches_entry else None,
-                    caches_run_id=caches_entry.run_id if caches_entry else None,
-                    caches_recorded_at=caches_entry.finished_at if caches_entry else None,
-                )
-            )
-        return DeploymentStatus(
+        return deployment_status(
+            self.history(),
+            self.inventory_view(),
             inventory=str(self.inventory),
             state_dir=str(self.state_dir),
-            current_release=current.release if current else None,
-            current_since=current.finished_at if current else None,
-            last_run=entries[-1] if entries else None,
-            hosts=hosts,
             lock_holder=current_holder(self.state_dir),
         )
 
@@ -529,10 +342,10 @@ class Deployment:
         plan = self.plan(to if command == "redeploy" else None)
         extravars = self._extravars(to if command == "redeploy" else None)
         if command in ("redeploy", "rollback"):
-            extravars["glm_redeploy_serial"] = _check_serial(serial if serial is not None else 1)
+            extravars["glm_redeploy_serial"] = check_serial(serial if serial is not None else 1)
             extravars["glm_break_host_lock"] = bool(break_host_lock)
         if benchmark_floor:
-            extravars["glm_benchmark_floor"] = _check_floor(benchmark_floor)
+            extravars["glm_benchmark_floor"] = check_floor(benchmark_floor)
         sweep_stamp = None
         if sweep is not None:
             if command != "benchmark":
@@ -546,7 +359,7 @@ class Deployment:
             )
         run_id = new_run_id()
         holder_command = f"glm-deploy {command} -i {self.inventory}"
-        extravars["glm_lock_holder"] = {"run": run_id, "command": holder_command, **_controller()}
+        extravars["glm_lock_holder"] = {"run": run_id, "command": holder_command, **controller_identity()}
         lock = ControllerLock(self.state_dir, command=holder_command)
         lock.acquire()
         try:
@@ -603,7 +416,7 @@ class Deployment:
                 good.add(entry.release.release_id)
         written = []
         for host in outcome.entry.hosts:
-            release = _host_release(entries, host) or Release.from_plan(plan)
+            release = host_release(entries, host) or Release.from_plan(plan)
             subject = benchmark_report.SweepSubject.from_plan(plan, host=host, release=release)
             report = benchmark_report.build_report(
                 self.results_dir(), subject, stamp, plan_benchmark=plan.benchmark, good_releases=good
@@ -613,7 +426,7 @@ class Deployment:
 
     def _extravars(self, to: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The explicit choices and the target, as extra variables (they win over the inventory's)."""
-        target = _check_target(to)
+        target = check_target(to)
         extravars: dict[str, Any] = {}
         for name in TARGET_SETTINGS:
             value = target.get(name, getattr(self, name))
@@ -637,329 +450,114 @@ class Deployment:
         cancel: threading.Event,
         run_id: str,
     ) -> RunOutcome:
-        started_at, started = _now(), time.monotonic()
+        """Run the command's playbook (unless `if_changed` finds nothing to do) and record the run."""
+        clock = RunClock.start()
         release = Release.from_plan(plan)
-
-        def record_without_run(status: str, run_release: Release, error: str | None = None) -> HistoryEntry:
-            """History for an outcome decided before any playbook ran (nothing to deploy, or no answer)."""
-            return self._history.append(
-                HistoryEntry(
-                    run_id=f"{status}-{secrets_module.token_hex(4)}",
-                    command=command,
-                    inventory=str(self.inventory),
-                    status=status,
-                    started_at=started_at,
-                    finished_at=_now(),
-                    duration_s=round(time.monotonic() - started, 3),
-                    release=run_release,
-                    error=error,
-                    controller=_controller(),
-                ),
-                secrets=run_secrets.values(),
-            )
-
         if command in ("deploy", "redeploy"):
-            endpoint = self.hf_endpoint()
-            commit: str | None = None
-            if if_changed:
-                # The scheduled path: the comparison is the point, so failing to resolve is an error.
-                try:
-                    commit = resolve_model_commit(
-                        plan, endpoint=endpoint, token=run_secrets.get("glm_hf_token")
-                    )
-                except GlmDeployError as error:
-                    # A scheduled check that cannot resolve must leave a trace where people look.
-                    record_without_run("error", release, error=str(error))
-                    raise
-            elif endpoint or plan.revision_pinned:
-                # Best effort: the weights role resolves the branch itself and pins the plan to it.
-                with contextlib.suppress(GlmDeployError):
-                    commit = resolve_model_commit(
-                        plan, endpoint=endpoint, token=run_secrets.get("glm_hf_token"), timeout_s=10
-                    )
-            if commit is not None:
-                if command == "redeploy" and not plan.revision_pinned:
-                    # Named after the plan the hosts will serve. The playbook pins it (glm.deploy.plan pin.yml, the
-                    # one place a run is pinned): every host of the roll gets the commit its first host fetched.
-                    plan = self.plan({**(to or {}), "revision": commit})
-                release = Release.from_plan(plan, model_commit=commit)
+            release = self._expected_release(command, plan, to, run_secrets, if_changed=if_changed, clock=clock)
             if if_changed and release.same_as(self.current_release()):
-                return RunOutcome(command=command, entry=record_without_run("unchanged", release))
+                unchanged = entry_without_run(command, "unchanged", release, inventory=str(self.inventory), clock=clock)
+                return RunOutcome(command=command, entry=self._record(unchanged, run_secrets))
+        reports = HostReports()
+        result, failure = self._run_playbook(
+            command,
+            extravars=extravars,
+            run_secrets=run_secrets,
+            limit=limit,
+            on_event=reports.forwarding(on_event),
+            cancel=cancel,
+            run_id=run_id,
+        )
+        entry = run_entry(
+            command,
+            inventory=str(self.inventory),
+            run_id=run_id,
+            release=reports.served_release(command, release),
+            result=result,
+            failure=failure,
+            cancelled=cancel.is_set(),
+            clock=clock,
+            reports=reports,
+        )
+        entry = self._record(entry, run_secrets)
+        if command == "redeploy" and reports.rolled_back:
+            self._record(automatic_rollback_entry(entry, reports.rolled_back), run_secrets)
+        return finish(command, entry, result, failure, run_secrets)
 
-        host_releases: dict[str, dict[str, Any]] = {}
-        host_caches: dict[str, dict[str, Any]] = {}
-        host_quality: dict[str, list[dict[str, Any]]] = {}
+    def _expected_release(
+        self,
+        command: str,
+        plan: Plan,
+        to: Mapping[str, Any] | None,
+        run_secrets: Mapping[str, str],
+        *,
+        if_changed: bool,
+        clock: RunClock,
+    ) -> Release:
+        """The release a deploy or redeploy should leave serving, its branch resolved to a commit on the Hub:
+        where the Hub answers (best effort), or, with `if_changed`, always (an error, recorded, otherwise)."""
+        endpoint = self.hf_endpoint()
+        token = run_secrets.get("glm_hf_token")
+        commit: str | None = None
+        if if_changed:
+            # The scheduled path: the comparison is the point, so failing to resolve is an error.
+            try:
+                commit = resolve_model_commit(plan, endpoint=endpoint, token=token)
+            except GlmDeployError as error:
+                # A scheduled check that cannot resolve must leave a trace where people look.
+                failed = entry_without_run(
+                    command,
+                    "error",
+                    Release.from_plan(plan),
+                    inventory=str(self.inventory),
+                    clock=clock,
+                    error=str(error),
+                )
+                self._record(failed, run_secrets)
+                raise
+        elif endpoint or plan.revision_pinned:
+            # Best effort: the weights role resolves the branch itself.
+            with contextlib.suppress(GlmDeployError):
+                commit = resolve_model_commit(plan, endpoint=endpoint, token=token, timeout_s=10)
+        if commit is None:
+            return Release.from_plan(plan)
+        if command == "redeploy" and not plan.revision_pinned:
+            # Named after the plan the hosts will serve. The playbook pins it (glm.deploy.plan pin.yml, the one
+            # place a run is pinned): every host of the roll gets the commit its first host fetched.
+            plan = self.plan({**(to or {}), "revision": commit})
+        return Release.from_plan(plan, model_commit=commit)
 
-        def collect(event: dict[str, Any]) -> None:
-            data = event.get("event_data") or {}
-            gate = _quality_gate_result(event)
-            if gate is not None:
-                host_quality.setdefault(str(data.get("host")), []).append(gate)
-            if event.get("event") == "runner_on_ok":
-                facts = (data.get("res") or {}).get("ansible_facts") or {}
-                reported = facts.get(RELEASE_FACT)
-                if isinstance(reported, Mapping):
-                    host_releases[str(data.get("host"))] = dict(reported)
-                caches = facts.get(CACHES_FACT)
-                if isinstance(caches, Mapping):
-                    host_caches[str(data.get("host"))] = {
-                        str(kind): dict(record) for kind, record in caches.items() if isinstance(record, Mapping)
-                    }
-            on_event(event)
-
-        result: RunResult | None = None
-        failure: BaseException | None = None
+    def _run_playbook(
+        self,
+        command: str,
+        *,
+        extravars: Mapping[str, Any],
+        run_secrets: Mapping[str, str],
+        limit: str | None,
+        on_event: EventHandler,
+        cancel: threading.Event,
+        run_id: str,
+    ) -> tuple[RunResult | None, BaseException | None]:
+        """The command's playbook through ansible-runner. What it raises comes back rather than up, so that the
+        run is recorded before the caller sees it."""
+        playbook = Path(self.playbooks[command])
         try:
-            playbook = Path(self.playbooks[command])
             result = self._runner.run(
                 playbook if playbook.is_absolute() else self.project_dir / playbook,
                 inventory=self.inventory,
                 extravars=extravars,
                 secrets=run_secrets,
                 limit=limit,
-                event_handler=collect,
+                event_handler=on_event,
                 cancel=cancel,
                 raise_on_failure=False,
                 run_id=run_id,
             )
         except BaseException as error:
-            failure = error
+            return None, error
+        return result, None
 
-        rolled_back = {
-            host: reported for host, reported in host_releases.items() if reported.get("outcome") == "rolled_back"
-        }
-        if command in RELEASE_COMMANDS:
-            # What the hosts report serving (with the venv lock or image digest only they know) names the release.
-            served = [
-                reported for host, reported in host_releases.items() if command == "rollback" or host not in rolled_back
-            ]
-            reported_release = _agreed_release(served)
-            if reported_release is not None:
-                release = reported_release
-            elif served and release.model_commit is None:
-                # Hosts that report only what they fetched: the commit the branch resolved to.
-                reported_commit = served[0].get("model_commit")
-                if isinstance(reported_commit, str) and reported_commit:
-                    release = dataclasses.replace(release, model_commit=reported_commit)
-        status = result.status if result is not None else ("canceled" if cancel.is_set() else "error")
-        entry = HistoryEntry(
-            run_id=result.run_id if result else run_id,
-            command=command,
-            inventory=str(self.inventory),
-            status=status,
-            started_at=started_at,
-            finished_at=_now(),
-            duration_s=round(time.monotonic() - started, 3),
-            rc=result.rc if result else None,
-            hosts={host: dataclasses.asdict(stats) for host, stats in result.hosts.items()} if result else {},
-            failures=[dataclasses.asdict(item) for item in result.failures] if result else [],
-            release=release,
-            host_releases=host_releases,
-            host_caches=host_caches,
-            host_quality=host_quality,
-            artifact_dir=str(result.artifact_dir) if result else None,
-            error=str(failure) if failure is not None else None,
-            controller=_controller(),
-        )
-        # The caller gets the entry as recorded: what it prints (--json) is as free of secrets as the file.
-        entry = self._history.append(entry, secrets=run_secrets.values())
-        if command == "redeploy" and rolled_back:
-            # The automatic rollback is history of its own: the hosts went back to what they served before.
-            restored = _agreed_release(list(rolled_back.values()))
-            first_host, first = next(iter(rolled_back.items()))
-            self._history.append(
-                HistoryEntry(
-                    run_id=f"{entry.run_id}-rollback",
-                    command="rollback",
-                    inventory=str(self.inventory),
-                    status="successful",
-                    started_at=entry.started_at,
-                    finished_at=entry.finished_at,
-                    duration_s=0.0,
-                    release=restored,
-                    host_releases=rolled_back,
-                    hosts={host: entry.hosts.get(host, {}) for host in rolled_back},
-                    artifact_dir=entry.artifact_dir,
-                    controller=entry.controller,
-                    note=f"automatic, after release {first.get('failed_release')} failed on {first_host} in run "
-                    f"{entry.run_id}: {first.get('cause')}"
-                    + (f" [{first['journal_error']}]" if first.get("journal_error") else ""),
-                ),
-                secrets=run_secrets.values(),
-            )
-        if failure is not None:
-            raise failure
-        if result is None:
-            raise RuntimeError(f"glm-deploy {command} ended without a result")
-        if result.status == "canceled":
-            raise RunCancelled(
-                f"glm-deploy {command} (run {result.run_id}) was cancelled; hosts may be half-converged",
-                hint=f"run glm-deploy {command} again to finish; the output so far is in "
-                f"{result.artifact_dir}/stdout",
-                artifact_dir=str(result.artifact_dir),
-            )
-        if not result.ok:
-            raise _failed(command, result, run_secrets)
-        return RunOutcome(command=command, entry=entry, result=result)
-
-
-def _check_target(to: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A redeploy's target: plan options and TARGET_SETTINGS, each checked by name."""
-    if to is None:
-        return {}
-    if not isinstance(to, Mapping):
-        raise InputError(f"to= must be a mapping of settings, got {clip(to)}", hint='e.g. to={"revision": "v2"}')
-    known = {option.name for option in dataclasses.fields(PlanOptions)} | set(TARGET_SETTINGS)
-    unknown = sorted(set(to) - known)
-    if unknown:
-        raise InputError(
-            f"unknown redeploy setting(s) {clip(', '.join(unknown))}",
-            hint=f"one of {', '.join(sorted(known))}",
-        )
-    return dict(to)
-
-
-# How many hosts a roll moves at once: a positive count, or a share such as "25%" (also checked in schedules).
-# \Z, not $: `$` also matches before a trailing newline.
-SERIAL_PATTERN = re.compile(r"(?:[1-9][0-9]{0,5}|(?:[1-9][0-9]?|100)%)\Z")
-
-
-def _check_serial(serial: int | str) -> int | str:
-    """How many hosts a roll moves at once: a positive count, or a share of the hosts such as "25%"."""
-    text = str(serial).strip()
-    if isinstance(serial, bool) or not SERIAL_PATTERN.match(text):
-        raise InputError(
-            f"serial must be a positive number of hosts or a share such as 25%, got {clip(serial)}",
-            hint="serial=1 (the default) moves one host at a time",
-        )
-    return int(text) if text.isdigit() else text
-
-
-def _check_floor(floor: Mapping[str, float]) -> dict[str, float]:
-    """A benchmark floor: result keys of `vllm bench serve` (output_throughput, ...) to their minimums."""
-    checked: dict[str, float] = {}
-    for key, minimum in floor.items():
-        try:
-            checked[str(key)] = float(minimum)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"benchmark floor {key} must be a number, got {minimum!r}",
-                hint="e.g. output_throughput=300 (tokens/s)",
-            ) from None
-    return checked
-
-
-def _agreed_release(reports: Sequence[Mapping[str, Any]]) -> Release | None:
-    """The release the hosts report (all the same one), else None."""
-    releases = [Release.from_dict(report) for report in reports if report.get("release_id")]
-    if not releases or any(release.release_id != releases[0].release_id for release in releases):
-        return None
-    return releases[0]
-
-
-def _host_release(entries: list[HistoryEntry], host: str) -> Release | None:
-    """What `host` serves, by the history: the last release a successful run (or an automatic rollback)
-    reported for it, or the release of the last successful run that included it."""
-    for entry in reversed(entries):
-        if entry.command not in RELEASE_COMMANDS:
-            continue
-        reported = entry.host_releases.get(host)
-        if reported and reported.get("release_id") and (entry.ok or reported.get("outcome") == "rolled_back"):
-            if entry.command == "redeploy" and reported.get("outcome") == "rolled_back":
-                continue  # the rollback entry that follows names it
-            return Release.from_dict(reported)
-        if entry.ok and host in entry.hosts and entry.release is not None:
-            return entry.release
-    return None
-
-
-def _quality_gate_result(event: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The scores of a glm.deploy.quality_gate task that passed or failed, from its runner event; else None."""
-    if event.get("event") not in ("runner_on_ok", "runner_on_failed"):
-        return None
-    data = event.get("event_data") or {}
-    if not str(data.get("task_action", "")).endswith("quality_gate"):
-        return None
-    result = data.get("res") or {}
-    accuracy = result.get("accuracy")
-    if not isinstance(accuracy, Mapping):
-        return None
-    speculative = result.get("speculative")
-    return {
-        "release_id": result.get("release_id"),
-        "passed": bool(result.get("passed")),
-        "set": accuracy.get("set"),
-        "score": accuracy.get("score"),
-        "correct": accuracy.get("correct"),
-        "total": accuracy.get("total"),
-        "floor": accuracy.get("floor"),
-        "baseline": accuracy.get("baseline"),
-        "seconds": accuracy.get("seconds"),
-        "speculative": dict(speculative) if isinstance(speculative, Mapping) else None,
-        "message": result.get("message"),
-    }
-
-
-def _host_caches_entry(entries: list[HistoryEntry], host: str) -> HistoryEntry | None:
-    """The last deploy, redeploy or rollback in which `host` reported its JIT caches (fact glm_caches)."""
-    for entry in reversed(entries):
-        if entry.command in RELEASE_COMMANDS and entry.host_caches.get(host):
-            return entry
-    return None
-
-
-def _failed(command: str, result: RunResult, run_secrets: Mapping[str, str]) -> RunError:
-    hint = (
-        f"the run's output is in {result.artifact_dir}/stdout; fix the cause and run glm-deploy {command} "
-        "again (finished steps are not redone)"
-    )
-    if result.failures:
-        # A redeploy's or rollback's own last failure sums up the host's story (the cause, what was restored);
-        # the failures before it were rescued.
-        first = result.failures[-1] if command in ("redeploy", "rollback") else result.failures[0]
-        others = len({failure.host for failure in result.failures} - {first.host})
-        message = redact(first.message, run_secrets.values())
-        if others:
-            message += f" (and failures on {others} more host(s): see `glm-deploy history --json`)"
-        return RunError(
-            message, host=first.host, step=first.task, hint=hint, artifact_dir=str(result.artifact_dir)
-        )
-    unreachable = sorted(host for host, stats in result.hosts.items() if stats.unreachable)
-    message = f"{Path(result.playbook).name} ended with status {result.status} (rc {result.rc})"
-    if unreachable:
-        message += f"; unreachable: {', '.join(unreachable)}"
-    return RunError(message, hint=hint, artifact_dir=str(result.artifact_dir))
-
-
-def resolve_model_commit(
-    plan: Plan, *, endpoint: str | None, token: str | None = None, timeout_s: float = 30.0
-) -> str:
-    """The commit `plan.model_revision` names on the Hub at `endpoint` (a pinned revision is its own
-    commit)."""
-    if plan.revision_pinned:
-        return plan.model_revision
-    # Imported here: huggingface_hub is slow to import and only this path needs it.
-    from huggingface_hub import HfApi  # noqa: PLC0415
-    from huggingface_hub.errors import HfHubHTTPError  # noqa: PLC0415
-
-    where = endpoint or "https://huggingface.co"
-    try:
-        info = HfApi(endpoint=endpoint, token=token or False).model_info(
-            plan.model_repo, revision=plan.model_revision, timeout=timeout_s
-        )
-    except HfHubHTTPError as error:
-        raise GlmDeployError(
-            f"could not resolve {plan.model_repo}@{plan.model_revision} on {where}: {error}",
-            hint="check the repository and branch exist there (glm_hf_endpoint / HF_ENDPOINT) and that "
-            "HF_TOKEN is set for gated repositories",
-        ) from None
-    except Exception as error:
-        raise GlmDeployError(
-            f"could not reach the Hub at {where} to resolve {plan.model_repo}@{plan.model_revision}: {error}",
-            hint="check glm_hf_endpoint / HF_ENDPOINT and the network",
-        ) from None
-    if not info.sha:
-        raise GlmDeployError(
-            f"the Hub at {where} returned no commit for {plan.model_repo}@{plan.model_revision}"
-        )
-    return str(info.sha)
+    def _record(self, entry: HistoryEntry, run_secrets: Mapping[str, str]) -> HistoryEntry:
+        """Append `entry` to the history without the run's secrets, and return it as recorded: what the caller
+        prints (--json) is as free of secrets as the file."""
+        return self._history.append(entry, secrets=run_secrets.values())

@@ -1,13 +1,9 @@
-"""Releases and the controller's run history.
+"""The controller's run history.
 
-A `Release` names what a host serves: the model repository and the commit its revision resolved to, the engine
-and its version with the container image (and digest, when known) or the native venv's requirement (and lock
-hash), and a hash of the rendered plan, so that any change to a flag is a different release.
-
-The history is `<state_dir>/history.jsonl`: one JSON object per run, oldest first. Every write replaces the
-whole file atomically (write a temporary file, fsync, rename) under a flock, so a crash never leaves half a
-line and two writers never interleave. Entries never hold secret values: everything written passes through
-`redact()` with the secrets of the run.
+The history is `<state_dir>/history.jsonl`: one JSON object per run, oldest first, each naming the `Release`
+(glm_deploy.release) the run served. Every write replaces the whole file atomically (write a temporary file, fsync,
+rename) under a flock, so a crash never leaves half a line and two writers never interleave. Entries never hold
+secret values: everything written passes through `redact()` with the secrets of the run.
 """
 
 from __future__ import annotations
@@ -15,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import tempfile
@@ -24,139 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glm_deploy.render import Plan
+from glm_deploy.release import Release
 
 HISTORY_FILE_NAME = "history.jsonl"
 REDACTED = "<redacted>"
-
-
-def plan_hash(plan: Plan | Mapping[str, Any]) -> str:
-    """sha256 of the plan's canonical JSON: equal plans, equal hashes."""
-    document = plan.to_dict() if isinstance(plan, Plan) else dict(plan)
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Release:
-    """What a deployment serves. `model_commit`, `image_digest` and `venv_lock` are None until known."""
-
-    model: str
-    model_repo: str
-    model_revision: str
-    model_commit: str | None
-    engine: str
-    engine_version: str | None
-    runtime: str
-    image: str | None
-    image_digest: str | None
-    venv_requirement: str | None
-    venv_lock: str | None
-    served_model_name: str
-    plan_hash: str
-
-    @classmethod
-    def from_plan(
-        cls,
-        plan: Plan,
-        *,
-        model_commit: str | None = None,
-        image_digest: str | None = None,
-        venv_lock: str | None = None,
-    ) -> Release:
-        if model_commit is None and plan.revision_pinned:
-            model_commit = plan.model_revision
-        return cls(
-            model=plan.model,
-            model_repo=plan.model_repo,
-            model_revision=plan.model_revision,
-            model_commit=model_commit,
-            engine=plan.engine,
-            engine_version=plan.engine_version,
-            runtime=plan.runtime,
-            image=plan.image,
-            image_digest=image_digest,
-            venv_requirement=str(plan.native["requirement"]) if plan.native else None,
-            venv_lock=venv_lock,
-            served_model_name=plan.served_model_name,
-            plan_hash=plan_hash(plan),
-        )
-
-    @classmethod
-    def from_plan_document(
-        cls,
-        plan: Mapping[str, Any],
-        *,
-        model_commit: str | None = None,
-        image_digest: str | None = None,
-        venv_lock: str | None = None,
-    ) -> Release:
-        """`from_plan` for a plan as a mapping (`Plan.to_dict()`, what the playbooks carry as glm_plan)."""
-        revision = str(plan["model_revision"])
-        if model_commit is None and plan.get("revision_pinned"):
-            model_commit = revision
-        native = plan.get("native")
-        return cls(
-            model=str(plan["model"]),
-            model_repo=str(plan["model_repo"]),
-            model_revision=revision,
-            model_commit=model_commit,
-            engine=str(plan["engine"]),
-            engine_version=plan.get("engine_version"),
-            runtime=str(plan["runtime"]),
-            image=plan.get("image"),
-            image_digest=image_digest,
-            venv_requirement=str(native["requirement"]) if isinstance(native, Mapping) else None,
-            venv_lock=venv_lock,
-            served_model_name=str(plan["served_model_name"]),
-            plan_hash=plan_hash(plan),
-        )
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that make two releases the same release (the branch name alone does not)."""
-        return {
-            "model_repo": self.model_repo,
-            "model_commit": self.model_commit,
-            "engine": self.engine,
-            "engine_version": self.engine_version,
-            "image": self.image_digest or self.image,
-            "venv": self.venv_lock or self.venv_requirement,
-            "plan_hash": self.plan_hash,
-        }
-
-    @property
-    def release_id(self) -> str:
-        """A short id for people: the first 12 hex digits of the identity's hash."""
-        canonical = json.dumps(self.identity(), sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-    def same_as(self, other: Release | None) -> bool:
-        """Whether `other` is the same release; unknown commits never compare equal. An image digest or venv
-        lock known on one side only (the controller learns them from the hosts) compares by image or
-        requirement."""
-        if other is None or self.model_commit is None or other.model_commit is None:
-            return False
-        mine, theirs = self.identity(), other.identity()
-        if self.image_digest is None or other.image_digest is None:
-            mine["image"], theirs["image"] = self.image, other.image
-        if self.venv_lock is None or other.venv_lock is None:
-            mine["venv"], theirs["venv"] = self.venv_requirement, other.venv_requirement
-        return mine == theirs
-
-    def describe(self) -> str:
-        commit = (self.model_commit or "?")[:12]
-        engine = f"{self.engine} {self.engine_version or '?'}"
-        where = self.image_digest or self.image or self.venv_requirement or self.runtime
-        return f"{self.model_repo}@{commit} on {engine} ({where}), plan {self.plan_hash[:12]}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "release_id": self.release_id}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Release:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {name: data.get(name) for name in names}
-        return cls(**values)
 
 
 @dataclass(frozen=True)

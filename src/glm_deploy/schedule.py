@@ -40,8 +40,8 @@ from typing import Any
 import yaml
 
 from glm_deploy import paths
-from glm_deploy.deployment import SERIAL_PATTERN
 from glm_deploy.errors import GlmDeployError, InputError
+from glm_deploy.run_arguments import SERIAL_PATTERN
 from glm_deploy.systemd_text import specifiers_literal, systemd_command_line, systemd_environment
 from glm_deploy.validation import (
     IMAGE_REFERENCE,

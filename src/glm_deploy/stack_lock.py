@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from glm_deploy.errors import GlmDeployError, InputError
-from glm_deploy.history import HistoryEntry, Release
+from glm_deploy.history import HistoryEntry
+from glm_deploy.release import Release
 
 if TYPE_CHECKING:
-    from glm_deploy.deployment import Deployment, RunOutcome
+    from glm_deploy.deployment import Deployment
+    from glm_deploy.run_handle import RunOutcome
 
 LOCK_FILE = "stack.lock.yml"
 LOCK_VERSION = 1

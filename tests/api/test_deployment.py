@@ -13,7 +13,8 @@ from tests.api.conftest import SECRET, Project, files_containing, write_inventor
 
 from glm_deploy.deployment import Deployment
 from glm_deploy.errors import GlmDeployError, InputError, RunCancelled, RunError
-from glm_deploy.history import HistoryEntry, HistoryStore, Release
+from glm_deploy.history import HistoryEntry, HistoryStore
+from glm_deploy.release import Release
 from glm_deploy.sandbox.hub import HubServer, HubStore
 
 pytestmark = pytest.mark.playbook

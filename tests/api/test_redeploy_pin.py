@@ -11,7 +11,7 @@ import pytest
 from tests.api.conftest import SECRET, Project, write_inventory
 
 from glm_deploy.deployment import Deployment
-from glm_deploy.history import plan_hash
+from glm_deploy.release import plan_hash
 from glm_deploy.sandbox.hub import HubServer, HubStore
 
 pytestmark = pytest.mark.playbook

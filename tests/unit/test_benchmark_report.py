@@ -21,7 +21,7 @@ from glm_deploy import benchmark_report
 from glm_deploy.benchmark_report import SweepReport, SweepSubject
 from glm_deploy.catalog import load_catalog
 from glm_deploy.errors import GlmDeployError, InputError
-from glm_deploy.history import Release
+from glm_deploy.release import Release
 from glm_deploy.render import Plan, render_plan
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "benchmark"

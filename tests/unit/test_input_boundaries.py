@@ -14,9 +14,9 @@ import yaml
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.client_env import client_environment
-from glm_deploy.deployment import SERIAL_PATTERN
 from glm_deploy.errors import InputError
 from glm_deploy.render import PlanOptions, render_plan
+from glm_deploy.run_arguments import SERIAL_PATTERN
 from glm_deploy.schedule import load_policy
 from glm_deploy.validation import clip, revision_problem, secret_flag
 

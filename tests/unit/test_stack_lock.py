@@ -13,7 +13,8 @@ import yaml
 from glm_deploy import stack_lock
 from glm_deploy.cli import main
 from glm_deploy.errors import RunError
-from glm_deploy.history import HistoryEntry, HistoryStore, Release
+from glm_deploy.history import HistoryEntry, HistoryStore
+from glm_deploy.release import Release
 
 KEY = "glm-tiny/vllm-cpu/cpu"
 
@@ -225,7 +226,7 @@ def test_a_bad_canary_policy_is_refused(tmp_path: Path, extra: dict[str, Any], e
 
 def test_the_run_summary_shows_each_hosts_gate() -> None:
     from glm_deploy.commands.deployment import summary_text
-    from glm_deploy.deployment import RunOutcome
+    from glm_deploy.run_handle import RunOutcome
 
     refused = {**_gate(NEWER, 0.267, passed=False), "message": "accuracy 0.267 (16/60) is below the floor 0.900"}
     entry = _entry("run-9", GOOD, {"h1": [refused, _gate(GOOD, 0.983)]}, status="failed", command="redeploy")

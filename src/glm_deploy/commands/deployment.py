@@ -20,11 +20,13 @@ from typing import Any, TextIO
 import yaml
 
 from glm_deploy import benchmark_report, stack_lock
-from glm_deploy.deployment import Deployment, HostStatus, RunOutcome
+from glm_deploy.deployment import Deployment
 from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
 from glm_deploy.history import HistoryEntry
 from glm_deploy.lock import describe_holder
 from glm_deploy.progress import ProgressRenderer, human_bytes, human_duration, parse_line
+from glm_deploy.run_handle import RunOutcome
+from glm_deploy.status import HostStatus
 from glm_deploy.validation import clip
 
 DEFAULT_INVENTORY = "inventories/sandbox"
