@@ -4,7 +4,8 @@
 (GPUs, driver, fabric, Docker runtimes, AMD devices, free disk), the plan (`Plan.to_dict()`) and the
 catalog's hardware entry, and returns findings. Each finding says what is wrong on this host and what to do
 about it. A finding that a later role of the same play will fix (the NVIDIA container toolkit, a driver branch
-the user asked for) names that role and does not block.
+the user asked for) names that role and does not block (glm_deploy.host_findings). The NVIDIA-only checks (driver,
+Fabric Manager, NVLink, each GPU's health) are in glm_deploy.nvidia_checks.
 
 `gpu_preflight` wraps it with the image choice (glm_deploy.images): the chosen image's CUDA release is what
 the driver is checked against, and a refused image becomes a finding rather than an exception, so the user
@@ -20,7 +21,9 @@ from typing import Any
 
 from glm_deploy.catalog import Catalog, HardwareSpec
 from glm_deploy.errors import InputError
-from glm_deploy.images import DriverTooOldError, ImageChoice, choose_image, driver_cuda, fit
+from glm_deploy.host_findings import GPU_HOST_DRIVER, GPU_HOST_ROLE, Finding, make_finding
+from glm_deploy.images import DriverTooOldError, ImageChoice, choose_image
+from glm_deploy.nvidia_checks import health_checks, nvidia_checks
 
 GIB = 1024**3
 MIB = 1024**2
@@ -31,41 +34,6 @@ DEFAULT_USABLE_GPU_FRACTION = 0.9
 DEFAULT_KV_RESERVE_GIB = 8.0
 # JIT caches (DeepGEMM, inductor, Triton, FlashInfer), engine images and their layers.
 DEFAULT_CACHE_RESERVE_GIB = 64.0
-
-# Fixers: what a later role of the play can fix. gpu_host always installs and configures the NVIDIA container
-# toolkit and starts Fabric Manager; it installs a driver branch (and its Fabric Manager) only when asked to.
-GPU_HOST_ROLE = "gpu_host"
-GPU_HOST_DRIVER = "gpu_host_driver"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem on a host: which check, what is wrong, what to do."""
-
-    check: str
-    problem: str
-    fix: str
-    severity: str = "error"  # "error" blocks the run; "warning" is shown and the run goes on
-    fixable_by: str | None = None  # the role of this play that fixes it, when it will run
-    blocking: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "problem": self.problem,
-            "fix": self.fix,
-            "severity": self.severity,
-            "fixable_by": self.fixable_by,
-            "blocking": self.blocking,
-        }
-
-    def __str__(self) -> str:
-        later = (
-            f" (the {self.fixable_by} role of this run will fix it)"
-            if self.fixable_by and not self.blocking
-            else ""
-        )
-        return f"[{self.check}] {self.problem}{later}. Fix: {self.fix}"
 
 
 @dataclass(frozen=True)
@@ -86,26 +54,6 @@ class PreflightResult:
             "image": self.image.to_dict() if self.image else None,
             "needs": dict(self.needs),
         }
-
-
-def _finding(
-    check: str,
-    problem: str,
-    fix: str,
-    *,
-    fixers: Collection[str],
-    fixable_by: str | None = None,
-    severity: str = "error",
-) -> Finding:
-    fixed_later = fixable_by is not None and fixable_by in fixers
-    return Finding(
-        check,
-        problem,
-        fix,
-        severity,
-        fixable_by if fixed_later else None,
-        blocking=severity == "error" and not fixed_later,
-    )
 
 
 def _gib(value: float) -> str:
@@ -168,7 +116,7 @@ def check_gpu_host(
     # What is on the host against what the catalog says the plan's hardware is.
     if vendor != hardware.vendor:
         findings.append(
-            _finding(
+            make_finding(
                 "gpu_vendor",
                 f"this host has {vendor} GPUs ({', '.join(sorted(set(names))) or 'none'}); the plan is for "
                 f"{hardware.display_name} ({hardware.vendor})",
@@ -186,7 +134,7 @@ def check_gpu_host(
         )
         if wrong:
             findings.append(
-                _finding(
+                make_finding(
                     "gpu_model",
                     f"GPU model {', '.join(wrong)} is not {hardware.display_name} (expected a name matching "
                     f"{' or '.join(hardware.gpu_name_patterns)})",
@@ -203,7 +151,7 @@ def check_gpu_host(
             if entry.get("errors") and entry.get("index") not in readable
         ]
         findings.append(
-            _finding(
+            make_finding(
                 "gpu_count",
                 f"this host has {count} GPU(s); the plan needs {wanted_per_node} per node on {nodes} node(s)"
                 + (f" (GPU {', '.join(broken)} answers only with errors, see gpu_error)" if broken else ""),
@@ -225,7 +173,7 @@ def check_gpu_host(
     if memory_mib and needed > usable:
         nodes_needed = _nodes_for(weights, wanted_per_node, memory_mib, usable_gpu_fraction, kv_reserve_gib)
         findings.append(
-            _finding(
+            make_finding(
                 "gpu_memory",
                 f"each GPU needs {_gib(share)} of weights ({_gib(weights)} over {gpus_in_plan} GPUs) plus a "
                 f"{kv_reserve_gib:.0f} GiB KV cache = {_gib(needed)}, but {_gib(memory_mib * MIB)} "
@@ -244,7 +192,7 @@ def check_gpu_host(
     disk_needed = max(0, weights - present) + int(cache_reserve_gib * GIB)
     if free < disk_needed:
         findings.append(
-            _finding(
+            make_finding(
                 "disk",
                 f"{disk.get('checked_path', disk.get('path'))} has {_gib(free)} free; the weights need "
                 f"{_gib(max(0, weights - present))} more and the caches ~{cache_reserve_gib:.0f} GiB "
@@ -257,8 +205,8 @@ def check_gpu_host(
         )
 
     if vendor == "nvidia" and hardware.vendor == "nvidia":
-        findings += _nvidia_checks(gpu, hardware, image_cuda, cuda_driver_minimum or {}, fixers)
-        findings += _health_checks(health, fixers)
+        findings += nvidia_checks(gpu, hardware, image_cuda, cuda_driver_minimum or {}, fixers)
+        findings += health_checks(health, fixers)
 
     if plan.get("runtime", "container") == "container":
         findings += _container_checks(vendor, docker, devices or {}, fixers)
@@ -285,237 +233,13 @@ def _hardware_fix(names: list[str], hardware: HardwareSpec, known: Mapping[str, 
     return f"run on a {hardware.display_name} host, or add this GPU to the catalog's hardware.yml"
 
 
-def _nvidia_checks(
-    gpu: Mapping[str, Any],
-    hardware: HardwareSpec,
-    image_cuda: str | None,
-    table: Mapping[str, int],
-    fixers: Collection[str],
-) -> list[Finding]:
-    findings: list[Finding] = []
-    driver = str(gpu.get("driver_version") or "")
-    if image_cuda and driver and "." in image_cuda:
-        host_cuda = gpu.get("cuda_version") or driver_cuda(table, driver)
-        result = fit(image_cuda, host_cuda, driver, table)
-        if not result.usable:
-            findings.append(
-                _finding(
-                    "driver",
-                    f"the engine image needs CUDA {image_cuda}: {result.explanation}",
-                    f"set gpu_host_driver_branch to {table.get(image_cuda, 'a newer branch')} (the "
-                    "gpu_host role installs it and reboots), or use an image built for this driver's CUDA",
-                    fixers=fixers,
-                    fixable_by=GPU_HOST_DRIVER,
-                )
-            )
-    if hardware.hgx_fabric_manager:
-        manager = gpu.get("fabric_manager") or {}
-        major = gpu.get("driver_major")
-        if not manager.get("present"):
-            findings.append(
-                _finding(
-                    "fabric_manager",
-                    "nvidia-fabricmanager.service is not installed; on HGX systems CUDA fails (error 802, "
-                    "'system not yet initialized') without it while nvidia-smi looks fine",
-                    f"install nvidia-fabricmanager-{major} at exactly the driver's version {driver} "
-                    "and enable it (set gpu_host_driver_branch to let the gpu_host role do it)",
-                    fixers=fixers,
-                    fixable_by=GPU_HOST_DRIVER,
-                )
-            )
-        elif not manager.get("active"):
-            findings.append(
-                _finding(
-                    "fabric_manager",
-                    f"nvidia-fabricmanager.service is {manager.get('state')}; on HGX systems CUDA "
-                    "fails (error 802) while it is down",
-                    "read `journalctl -u nvidia-fabricmanager` (a version different from the driver's "
-                    f"{driver} is the usual cause), then `systemctl restart nvidia-fabricmanager`",
-                    fixers=fixers,
-                    fixable_by=GPU_HOST_ROLE,
-                )
-            )
-        if gpu.get("fabric_healthy") is False:
-            findings.append(
-                _finding(
-                    "fabric",
-                    f"the NVLink fabric is not ready: state {gpu.get('fabric_state')!r} on GPU(s) "
-                    f"{', '.join(gpu.get('fabric_unhealthy_gpus') or [])}; CUDA will fail with error 802",
-                    "start Fabric Manager and wait for `nvidia-smi -q` to show Fabric State "
-                    "Completed; if it stays "
-                    "so, reboot the host (and report it to the provider if it persists)",
-                    fixers=fixers,
-                )
-            )
-    nvlink = gpu.get("nvlink") or {}
-    if nvlink.get("links_inactive"):
-        findings.append(
-            _finding(
-                "nvlink",
-                f"{nvlink['links_inactive']} of {nvlink.get('links_total')} NVLink links are inactive (GPUs "
-                f"{', '.join(str(index) for index in nvlink.get('gpus_with_inactive_links', []))}); tensor "
-                "parallelism over the missing links is slow or fails",
-                "check `nvidia-smi nvlink -s` and `nvidia-smi topo -m`; restart Fabric Manager or reboot",
-                fixers=fixers,
-                severity="error" if hardware.hgx_fabric_manager else "warning",
-            )
-        )
-    return findings
-
-
-def _reset_fix(index: int) -> str:
-    return (
-        f"stop every process on it and reset it (`sudo nvidia-smi -i {index} -r`) or reboot the host; "
-        "`sudo dmesg | grep -i xid` shows what happened, and if it comes back report the GPU to the provider"
-    )
-
-
-# Recovery actions the 570+ drivers report (NVML_GPU_RECOVERY_ACTION_*), with what each asks of the operator.
-_RECOVERY_FIXES = {
-    "reset": "reset",
-    "reboot": "reboot the host (the fault may have left the OS in an inconsistent state)",
-    "drain p2p": "stop every GPU process that uses peer-to-peer traffic, then read `nvidia-smi -q` again",
-    "drain and reset": "reset",
-}
-
-
-def _gpu_health_findings(entry: Mapping[str, Any], fixers: Collection[str]) -> list[Finding]:
-    """What makes this one GPU unusable for a whole-GPU CUDA workload although nvidia-smi lists it."""
-    index = int(entry.get("index", -1))
-    gpu = f"GPU {index}"
-    findings: list[Finding] = []
-    errors = entry.get("errors") or {}
-    if errors:
-        read = ", ".join(f"{field} = {value}" for field, value in sorted(errors.items()))
-        findings.append(
-            _finding(
-                "gpu_error",
-                f"{gpu}: nvidia-smi could not read it ({read}); the GPU is in an error state, as after an Xid error",
-                _reset_fix(index),
-                fixers=fixers,
-            )
-        )
-    current, pending = entry.get("mig_current"), entry.get("mig_pending")
-    if str(current).lower() == "enabled":
-        fix = f"run `sudo nvidia-smi -i {index} -mig 0`, then reset the GPU (`sudo nvidia-smi -i {index} -r`) or reboot"
-        if str(pending).lower() == "disabled":
-            fix = f"MIG is already set to turn off: reset the GPU (`sudo nvidia-smi -i {index} -r`) or reboot"
-        findings.append(
-            _finding(
-                "gpu_mig",
-                f"{gpu}: MIG mode is Enabled (pending {pending or 'unknown'}): CUDA sees MIG slices, not the full GPU",
-                fix,
-                fixers=fixers,
-            )
-        )
-    elif str(pending).lower() == "enabled":
-        findings.append(
-            _finding(
-                "gpu_mig",
-                f"{gpu}: MIG mode is {current or 'unknown'} but Enabled is pending: the next GPU reset or reboot "
-                "(the gpu_host role may reboot) splits it into MIG slices",
-                f"run `sudo nvidia-smi -i {index} -mig 0` before deploying",
-                fixers=fixers,
-            )
-        )
-    action = str(entry.get("recovery_action") or "none").strip().lower()
-    if entry.get("reset_required") or entry.get("drain_and_reset_recommended") or action in _RECOVERY_FIXES:
-        said = [
-            reason
-            for reason, present in (
-                ("reset required", entry.get("reset_required")),
-                ("drain and reset recommended", entry.get("drain_and_reset_recommended")),
-                (f"recovery action {entry.get('recovery_action')}", action in _RECOVERY_FIXES),
-            )
-            if present
-        ]
-        recovery = _RECOVERY_FIXES.get(action, "reset")
-        findings.append(
-            _finding(
-                "gpu_reset",
-                f"{gpu}: nvidia-smi reports {', '.join(said)}: an unrecoverable error occurred on it",
-                _reset_fix(index) if recovery == "reset" else recovery,
-                fixers=fixers,
-            )
-        )
-    if entry.get("remapped_rows_failure"):
-        findings.append(
-            _finding(
-                "gpu_memory_errors",
-                f"{gpu}: row remapping failed (more bad memory rows than spares); its memory is not reliable",
-                "the GPU needs replacing: report it to the provider and use another host",
-                fixers=fixers,
-            )
-        )
-    pending_repairs = [
-        what
-        for what, present in (
-            ("remapped memory rows", entry.get("remapped_rows_pending")),
-            ("memory pages to retire", entry.get("retired_pages_pending")),
-        )
-        if present
-    ]
-    if pending_repairs:
-        findings.append(
-            _finding(
-                "gpu_memory_errors",
-                f"{gpu}: {' and '.join(pending_repairs)} are pending after uncorrectable memory errors; the bad "
-                "memory stays in use until the GPU is reset",
-                f"reset the GPU (`sudo nvidia-smi -i {index} -r`) or reboot the host before deploying",
-                fixers=fixers,
-            )
-        )
-    uncorrectable = entry.get("uncorrectable_ecc_volatile")
-    if isinstance(uncorrectable, int) and uncorrectable > 0:
-        findings.append(
-            _finding(
-                "gpu_memory_errors",
-                f"{gpu}: {uncorrectable} uncorrectable ECC error(s) since the driver loaded",
-                f"read `nvidia-smi -i {index} -q -d ECC,ROW_REMAPPER,PAGE_RETIREMENT`; reset the GPU if a repair "
-                "is pending, and report it to the provider if the count keeps growing",
-                fixers=fixers,
-                severity="warning",
-            )
-        )
-    return findings
-
-
-def _health_checks(health: Mapping[str, Any] | None, fixers: Collection[str]) -> list[Finding]:
-    """Per-GPU health (MIG, reset required, memory repairs, error values) plus one note on what was not read."""
-    if health is None:
-        return [
-            _finding(
-                "gpu_health",
-                "GPU health (MIG mode, reset status, memory errors) was not read on this host",
-                "run the gpu_facts module of this collection version, or check `nvidia-smi -q` by hand",
-                fixers=fixers,
-                severity="warning",
-            )
-        ]
-    findings: list[Finding] = []
-    for entry in health.get("gpus") or []:
-        findings += _gpu_health_findings(entry, fixers)
-    unread = [str(note) for note in health.get("unread") or []]
-    if unread:
-        findings.append(
-            _finding(
-                "gpu_health",
-                f"could not read: {'; '.join(unread)}",
-                "check these by hand with `nvidia-smi -q`, or update the driver (newer nvidia-smi reports them)",
-                fixers=fixers,
-                severity="warning",
-            )
-        )
-    return findings
-
-
 def _container_checks(
     vendor: str, docker: Mapping[str, Any], devices: Mapping[str, Any], fixers: Collection[str]
 ) -> list[Finding]:
     findings: list[Finding] = []
     if not docker.get("present"):
         findings.append(
-            _finding(
+            make_finding(
                 "docker",
                 f"Docker is not usable here ({docker.get('error') or 'not installed'}); the engine "
                 "runs as a container",
@@ -527,7 +251,7 @@ def _container_checks(
         return findings
     if docker.get("error"):
         findings.append(
-            _finding(
+            make_finding(
                 "docker",
                 f"Docker does not answer: {docker['error']}",
                 "start it (`systemctl start docker`) and check `docker info`",
@@ -537,7 +261,7 @@ def _container_checks(
         return findings
     if vendor == "nvidia" and not docker.get("nvidia_runtime"):
         findings.append(
-            _finding(
+            make_finding(
                 "container_runtime",
                 "Docker has no NVIDIA runtime (runtimes: "
                 f"{', '.join(docker.get('runtimes') or []) or 'none'}); "
@@ -553,7 +277,7 @@ def _container_checks(
         missing = [path for path, key in (("/dev/kfd", "kfd"), ("/dev/dri", "dri")) if not devices.get(key)]
         if missing:
             findings.append(
-                _finding(
+                make_finding(
                     "amd_devices",
                     f"{' and '.join(missing)} missing: the amdgpu kernel driver is not loaded, so "
                     "containers cannot "
@@ -604,7 +328,7 @@ def _image_findings(
         image = _choose(catalog, plan, gpu, hardware, to_run)
     except InputError as error:
         return None, [
-            _finding(
+            make_finding(
                 "image",
                 error.message,
                 error.hint or "choose another image",
@@ -613,7 +337,7 @@ def _image_findings(
             )
         ]
     findings = [
-        _finding("image", warning, "see the warning", fixers=fixers, severity="warning")
+        make_finding("image", warning, "see the warning", fixers=fixers, severity="warning")
         for warning in image.warnings
     ]
     container = plan.get("container") or {}
@@ -622,7 +346,7 @@ def _image_findings(
     if missing_env:
         settings = ", ".join(f"{name}={value}" for name, value in missing_env.items())
         findings.append(
-            _finding(
+            make_finding(
                 "image",
                 f"{image.reason}, but the plan's container environment lacks {settings}",
                 f"render the plan with option cuda_version={gpu.get('cuda_version')} (this host's CUDA), "
@@ -637,7 +361,7 @@ def _image_findings(
             best = None
         if best is not None and best.image != image.image:
             findings.append(
-                _finding(
+                make_finding(
                     "image",
                     f"the plan runs {image.image} (CUDA {image.cuda}); {best.image} (CUDA {best.cuda}) is "
                     f"the catalog's image for this driver ({gpu.get('driver_version')})",
