@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from glm_deploy import benchmark_report, paths
+from glm_deploy import benchmark_report, benchmark_sweep, paths
 from glm_deploy.catalog import Catalog, load_catalog
 from glm_deploy.credentials import controller_secrets
 from glm_deploy.errors import GlmDeployError, InputError
@@ -353,7 +353,7 @@ class Deployment:
             # One stamp for every host and point, so the report finds exactly this run's results.
             sweep_stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
             extravars.update(
-                benchmark_concurrencies=benchmark_report.check_concurrencies(sweep),
+                benchmark_concurrencies=benchmark_sweep.check_concurrencies(sweep),
                 benchmark_result_stamp=sweep_stamp,
                 glm_results_dir=str(self.results_dir()),
             )
@@ -417,8 +417,8 @@ class Deployment:
         written = []
         for host in outcome.entry.hosts:
             release = host_release(entries, host) or Release.from_plan(plan)
-            subject = benchmark_report.SweepSubject.from_plan(plan, host=host, release=release)
-            report = benchmark_report.build_report(
+            subject = benchmark_sweep.SweepSubject.from_plan(plan, host=host, release=release)
+            report = benchmark_sweep.build_report(
                 self.results_dir(), subject, stamp, plan_benchmark=plan.benchmark, good_releases=good
             )
             written.append(benchmark_report.write_report(report, self.results_dir()))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from glm_deploy import benchmark_report
-from glm_deploy.benchmark_report import SweepReport, SweepSubject
+from glm_deploy import benchmark_report, benchmark_sweep
+from glm_deploy.benchmark_sweep import SweepReport, SweepSubject
 from glm_deploy.catalog import load_catalog
 from glm_deploy.errors import GlmDeployError, InputError
 from glm_deploy.release import Release
@@ -67,8 +67,8 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_sweep_list_is_parsed() -> None:
-    assert benchmark_report.parse_concurrencies("1,2,4,8") == [1, 2, 4, 8]
-    assert benchmark_report.parse_concurrencies(" 1, 3 ,64") == [1, 3, 64]
+    assert benchmark_sweep.parse_concurrencies("1,2,4,8") == [1, 2, 4, 8]
+    assert benchmark_sweep.parse_concurrencies(" 1, 3 ,64") == [1, 3, 64]
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_sweep_list_is_parsed() -> None:
 )
 def test_bad_sweep_lists_are_refused_with_what_would_work(text: str, says: str) -> None:
     with pytest.raises(InputError) as raised:
-        benchmark_report.parse_concurrencies(text)
+        benchmark_sweep.parse_concurrencies(text)
     assert says in str(raised.value)
     assert raised.value.hint and "e.g." in raised.value.hint
     assert raised.value.exit_code == 2
@@ -95,7 +95,7 @@ def test_bad_sweep_lists_are_refused_with_what_would_work(text: str, says: str) 
 
 def test_descending_list_hint_is_the_same_concurrencies_sorted() -> None:
     with pytest.raises(InputError) as raised:
-        benchmark_report.check_concurrencies([8, 2, 4, 2])
+        benchmark_sweep.check_concurrencies([8, 2, 4, 2])
     assert raised.value.hint == "e.g. 2,4,8"
 
 
@@ -104,7 +104,7 @@ def test_descending_list_hint_is_the_same_concurrencies_sorted() -> None:
 
 def test_per_gpu_and_per_user_follow_inferencex() -> None:
     result = fixture("b200-current", f"{CURRENT_STAMP}-c32.json")
-    point = benchmark_report.SweepPoint.from_result(result, gpus=8, result_file="c32.json")
+    point = benchmark_sweep.SweepPoint.from_result(result, gpus=8, result_file="c32.json")
     assert point.concurrency == 32
     assert point.num_prompts == point.completed == 512
     assert point.output_throughput == pytest.approx(float(str(result["output_throughput"])))
@@ -121,7 +121,7 @@ def test_a_plan_without_gpus_has_no_per_gpu_figure() -> None:
     subject = SweepSubject.from_plan(cpu, host="glm-sandbox-1", release=Release.from_plan(cpu))
     assert subject.gpus == 0
     assert subject.per_unit == "host"
-    point = benchmark_report.SweepPoint.from_result(
+    point = benchmark_sweep.SweepPoint.from_result(
         fixture("cpu", f"{CPU_STAMP}-c4.json"), gpus=subject.gpus, result_file="c4.json"
     )
     assert point.output_per_gpu is None
@@ -129,21 +129,21 @@ def test_a_plan_without_gpus_has_no_per_gpu_figure() -> None:
 
 
 def test_a_zero_tpot_gives_no_per_user_figure() -> None:
-    assert benchmark_report.tokens_per_user(0.0) is None
-    assert benchmark_report.tokens_per_user(None) is None
-    assert benchmark_report.tokens_per_user(20.0) == pytest.approx(50.0)
+    assert benchmark_sweep.tokens_per_user(0.0) is None
+    assert benchmark_sweep.tokens_per_user(None) is None
+    assert benchmark_sweep.tokens_per_user(20.0) == pytest.approx(50.0)
 
 
 def test_a_result_without_the_sweep_fields_is_named() -> None:
     with pytest.raises(GlmDeployError) as raised:
-        benchmark_report.SweepPoint.from_result({"completed": 3}, gpus=8, result_file="results/x/odd.json")
+        benchmark_sweep.SweepPoint.from_result({"completed": 3}, gpus=8, result_file="results/x/odd.json")
     assert "results/x/odd.json lacks max_concurrency, output_throughput" in str(raised.value)
 
 
 def test_missing_results_name_the_folder_and_the_expected_names(tmp_path: Path) -> None:
     results = results_with(tmp_path)
     with pytest.raises(GlmDeployError) as raised:
-        benchmark_report.collect_points(results, HOST, CURRENT_STAMP, gpus=8)
+        benchmark_sweep.collect_points(results, HOST, CURRENT_STAMP, gpus=8)
     assert str(results / HOST) in str(raised.value)
     assert f"{CURRENT_STAMP}-c<N>.json" in str(raised.value)
 
@@ -155,7 +155,7 @@ def current_report(tmp_path: Path, **kwargs: object) -> tuple[Path, SweepReport]
     plan = plan_for()
     results = results_with(tmp_path, "b200-current")
     subject = SweepSubject.from_plan(plan, host=HOST, release=release(plan, "b"))
-    report = benchmark_report.build_report(results, subject, CURRENT_STAMP, plan_benchmark=plan.benchmark, **kwargs)  # type: ignore[arg-type]
+    report = benchmark_sweep.build_report(results, subject, CURRENT_STAMP, plan_benchmark=plan.benchmark, **kwargs)  # type: ignore[arg-type]
     return results, report
 
 
@@ -223,7 +223,7 @@ def test_published_reference_is_the_catalogs_for_this_plan(tmp_path: Path) -> No
 def test_a_reference_without_tpot_has_no_per_user_figure() -> None:
     # vLLM+MTP on B200 publishes output tok/s only.
     plan = plan_for(engine="vllm")
-    reference = benchmark_report.ReferencePoint.from_plan_benchmark(plan.benchmark, gpus=8)
+    reference = benchmark_sweep.ReferencePoint.from_plan_benchmark(plan.benchmark, gpus=8)
     assert reference is not None
     assert reference.output_throughput == 1265
     assert reference.tokens_per_user is None
@@ -231,7 +231,7 @@ def test_a_reference_without_tpot_has_no_per_user_figure() -> None:
 
 def test_no_reference_where_the_catalog_publishes_none() -> None:
     plan = plan_for(hardware="h200", model="glm-5.1-fp8", engine="sglang")
-    assert benchmark_report.ReferencePoint.from_plan_benchmark(plan.benchmark, gpus=8) is None
+    assert benchmark_sweep.ReferencePoint.from_plan_benchmark(plan.benchmark, gpus=8) is None
 
 
 # --------------------------------------------------------------------------------- the last good release
@@ -242,7 +242,7 @@ def write_last_good(results: Path, commit: str = "a") -> SweepReport:
     for path in (FIXTURES / "b200-last-good").glob("*.json"):
         shutil.copy(path, results / HOST / path.name)
     subject = SweepSubject.from_plan(plan, host=HOST, release=release(plan, commit))
-    earlier = benchmark_report.build_report(results, subject, LAST_GOOD_STAMP, plan_benchmark=plan.benchmark)
+    earlier = benchmark_sweep.build_report(results, subject, LAST_GOOD_STAMP, plan_benchmark=plan.benchmark)
     benchmark_report.write_report(earlier, results)
     return earlier
 
@@ -252,7 +252,7 @@ def test_last_good_sweep_of_another_release_is_drawn_beside(tmp_path: Path) -> N
     earlier = write_last_good(results)
     plan = plan_for()
     subject = SweepSubject.from_plan(plan, host=HOST, release=release(plan, "b"))
-    report = benchmark_report.build_report(
+    report = benchmark_sweep.build_report(
         results, subject, CURRENT_STAMP, plan_benchmark=plan.benchmark, good_releases={earlier.subject.release_id}
     )
     assert report.baseline is not None
@@ -271,7 +271,7 @@ def test_baseline_must_be_a_good_release_of_the_same_workload_and_earlier(tmp_pa
     earlier = write_last_good(results)
     plan = plan_for()
     subject = SweepSubject.from_plan(plan, host=HOST, release=release(plan, "b"))
-    find = benchmark_report.find_baseline
+    find = benchmark_sweep.find_baseline
     assert find(results, subject, CURRENT_STAMP, good_releases={earlier.subject.release_id}) is not None
     # Not among the releases the history records as served successfully.
     assert find(results, subject, CURRENT_STAMP, good_releases={"someotherid0"}) is None
@@ -293,7 +293,7 @@ def test_an_unreadable_earlier_report_is_skipped(tmp_path: Path) -> None:
     (results / f"sweep-{HOST}-20260101T000000Z.json").write_text("{not json")
     plan = plan_for()
     subject = SweepSubject.from_plan(plan, host=HOST, release=release(plan, "b"))
-    assert benchmark_report.find_baseline(results, subject, CURRENT_STAMP) is None
+    assert benchmark_sweep.find_baseline(results, subject, CURRENT_STAMP) is None
 
 
 # --------------------------------------------------------------------------------------------- the files
@@ -305,7 +305,7 @@ def test_report_files_and_a_readable_picture(tmp_path: Path) -> None:
     earlier = write_last_good(results)
     plan = plan_for()
     subject = SweepSubject.from_plan(plan, host=HOST, release=release(plan, "b"))
-    report = benchmark_report.build_report(
+    report = benchmark_sweep.build_report(
         results, subject, CURRENT_STAMP, plan_benchmark=plan.benchmark, good_releases={earlier.subject.release_id}
     )
     written = benchmark_report.write_report(report, results)
@@ -331,7 +331,7 @@ def test_cpu_picture_says_per_host(tmp_path: Path) -> None:
     cpu = plan_for("glm-tiny", "vllm-cpu", "cpu")
     results = results_with(tmp_path, "cpu", host="glm-sandbox-1")
     subject = SweepSubject.from_plan(cpu, host="glm-sandbox-1", release=Release.from_plan(cpu))
-    report = benchmark_report.build_report(results, subject, CPU_STAMP, plan_benchmark=cpu.benchmark)
+    report = benchmark_sweep.build_report(results, subject, CPU_STAMP, plan_benchmark=cpu.benchmark)
     written = benchmark_report.write_report(report, results)
     assert written.svg is not None
     svg = written.svg.read_text()

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from glm_deploy import benchmark_report, stack_lock
+from glm_deploy import benchmark_report, benchmark_sweep, stack_lock
 from glm_deploy.deployment import Deployment
 from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
 from glm_deploy.history import HistoryEntry
@@ -365,7 +365,7 @@ def run_command(args: argparse.Namespace) -> int:
             )
         else:
             sweep_text = getattr(args, "sweep", None)
-            sweep = benchmark_report.parse_concurrencies(sweep_text) if sweep_text is not None else None
+            sweep = benchmark_sweep.parse_concurrencies(sweep_text) if sweep_text is not None else None
             handle = deployment.start(command, sweep=sweep, limit=args.limit, on_event=display.handle)
         try:
             while True:
