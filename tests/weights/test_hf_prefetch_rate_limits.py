@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible_collections.glm.deploy.plugins.module_utils import hub_prefetch
+from ansible_collections.glm.deploy.plugins.module_utils.hub_download.errors import PrefetchError
+from ansible_collections.glm.deploy.plugins.module_utils.hub_download.prefetch import Prefetch
+from ansible_collections.glm.deploy.plugins.module_utils.hub_download.retry import Clock, parse_ratelimit, server_wait
+from ansible_collections.glm.deploy.plugins.module_utils.hub_download.settings import Settings
 from tests.equipment.hub_faults import Fault, FaultyHub
 from tests.weights.helpers import Published, expected_digests, run_module, snapshot_digests
 
@@ -60,7 +63,7 @@ POLICY = '"api";q=500;w=300, "resolvers";q=3000;w=300'
     ],
 )
 def test_ratelimit_header_is_read_as_a_structured_field_list(value: str, expected: list[tuple[str, int, int]]):
-    assert hub_prefetch.parse_ratelimit(value) == expected
+    assert parse_ratelimit(value) == expected
 
 
 NOW = 1_700_000_000.0
@@ -100,7 +103,7 @@ def answer(status: int, *headers: tuple[str, str]) -> Exception:
 def test_the_wait_comes_from_retry_after_or_the_exhausted_ratelimit_policies(
     error: Exception, seconds: float, reason: str
 ):
-    wait = hub_prefetch.server_wait(error, NOW)
+    wait = server_wait(error, NOW)
 
     assert wait is not None
     assert wait.seconds == pytest.approx(seconds, abs=1)
@@ -121,11 +124,11 @@ def test_the_wait_comes_from_retry_after_or_the_exhausted_ratelimit_policies(
     ],
 )
 def test_no_usable_wait_falls_back_to_backoff(error: Exception):
-    assert hub_prefetch.server_wait(error, NOW) is None
+    assert server_wait(error, NOW) is None
 
 
 # -- the retry policy on a simulated clock ----------------------------------------------------------------------
-class SimulatedClock(hub_prefetch.Clock):
+class SimulatedClock(Clock):
     """Time that passes only when the code under test waits (or a call takes `call_seconds`)."""
 
     def __init__(self) -> None:
@@ -147,12 +150,12 @@ class SimulatedClock(hub_prefetch.Clock):
         return bool(event.is_set())
 
 
-def make_job(tmp_path: Path, clock: SimulatedClock, **params: Any) -> hub_prefetch.Prefetch:
-    settings = hub_prefetch.Settings(
+def make_job(tmp_path: Path, clock: SimulatedClock, **params: Any) -> Prefetch:
+    settings = Settings(
         {"repo": "zai-org/GLM-tiny", "cache_dir": str(tmp_path / "hub"), "retry_backoff": 2.0, **params},
         check_mode=False,
     )
-    return hub_prefetch.Prefetch(settings, hub=None, clock=clock)
+    return Prefetch(settings, hub=None, clock=clock)
 
 
 def failing(errors: list[Exception], result: str = "done") -> Any:
@@ -183,7 +186,7 @@ def test_the_budget_is_time_and_caps_the_last_wait(tmp_path: Path):
     clock = SimulatedClock()
     job = make_job(tmp_path, clock, retry_budget_s=1000)
 
-    with pytest.raises(hub_prefetch.PrefetchError) as raised:
+    with pytest.raises(PrefetchError) as raised:
         job._with_retries("reading the metadata of zai-org/GLM-tiny@main", failing([rate_limited(300)] * 100))
 
     assert clock.waits == [300, 300, 300, 100], "no wait may run past the budget"
@@ -197,7 +200,7 @@ def test_errors_without_a_named_wait_back_off_until_the_budget_ends(tmp_path: Pa
     clock = SimulatedClock()
     job = make_job(tmp_path, clock, retry_budget_s=600)
 
-    with pytest.raises(hub_prefetch.PrefetchError, match=r"gave up after \d+ attempts in 600 s"):
+    with pytest.raises(PrefetchError, match=r"gave up after \d+ attempts in 600 s"):
         job._with_retries("downloading x", failing([ConnectionResetError("reset by peer")] * 1000))
 
     # Exponential from retry_backoff (with jitter), capped at 60 s, cut at the end of the budget.
@@ -226,7 +229,7 @@ def test_zero_budget_gives_up_at_the_first_failure(tmp_path: Path):
     clock = SimulatedClock()
     job = make_job(tmp_path, clock, retry_budget_s=0)
 
-    with pytest.raises(hub_prefetch.PrefetchError, match="gave up after 1 attempts"):
+    with pytest.raises(PrefetchError, match="gave up after 1 attempts"):
         job._with_retries("reading the metadata", failing([rate_limited(2)]))
     assert clock.waits == []
 
@@ -251,7 +254,7 @@ def test_a_full_disk_is_not_retried_for_the_whole_budget(tmp_path: Path):
     clock = SimulatedClock()
     job = make_job(tmp_path, clock, retry_budget_s=900)
 
-    with pytest.raises(hub_prefetch.PrefetchError, match="Free space on that filesystem"):
+    with pytest.raises(PrefetchError, match="Free space on that filesystem"):
         job._with_retries("downloading x", failing([OSError(28, "No space left on device")]))
     assert clock.waits == []
 

@@ -223,10 +223,8 @@ would_fetch_bytes:
 """
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback  # noqa: E402 (DOCUMENTATION comes first)
-from ansible_collections.glm.deploy.plugins.module_utils.hub_prefetch import (  # noqa: E402
-    PrefetchError,
-    run,
-)
+from ansible_collections.glm.deploy.plugins.module_utils.hub_download.errors import PrefetchError  # noqa: E402
+from ansible_collections.glm.deploy.plugins.module_utils.hub_download.prefetch import run  # noqa: E402
 
 
 def main():
