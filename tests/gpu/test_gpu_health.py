@@ -9,7 +9,7 @@ the -q report recorded on a real H100).
 from __future__ import annotations
 
 import pytest
-from ansible_collections.glm.deploy.plugins.module_utils import gpu_parse
+from ansible_collections.glm.deploy.plugins.module_utils import gpu_health, gpu_parse
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.preflight import gpu_preflight
@@ -27,16 +27,16 @@ def nvidia_health(machine: str) -> dict:
     gpus, failed = gpu_parse.parse_nvidia_query_with_failures(read_fixture(machine, "query.csv"))
     query = remapped = None
     if (folder / "query-health.csv").exists() and not (folder / "query-health-refused.txt").exists():
-        query = gpu_parse.parse_nvidia_health_query(read_fixture(machine, "query-health.csv"))
+        query = gpu_health.parse_nvidia_health_query(read_fixture(machine, "query-health.csv"))
     if (folder / "remapped-rows.csv").exists():
-        remapped = gpu_parse.parse_nvidia_remapped_rows(read_fixture(machine, "remapped-rows.csv"))
-    return gpu_parse.build_health(
+        remapped = gpu_health.parse_nvidia_remapped_rows(read_fixture(machine, "remapped-rows.csv"))
+    return gpu_health.build_health(
         gpus,
         failed,
         query=query,
         remapped=remapped,
-        q_values=gpu_parse.parse_nvidia_smi_q_values(read_fixture(machine, "nvidia-smi-q.txt")),
-        table_errors=gpu_parse.parse_nvidia_smi_table_errors(read_fixture(machine, "nvidia-smi.txt")),
+        q_values=gpu_health.parse_nvidia_smi_q_values(read_fixture(machine, "nvidia-smi-q.txt")),
+        table_errors=gpu_health.parse_nvidia_smi_table_errors(read_fixture(machine, "nvidia-smi.txt")),
     )
 
 
@@ -105,7 +105,7 @@ def test_mig_is_read_from_the_q_report_when_the_query_cannot_give_it(current, pe
         1,
     )
     gpus = gpu_parse.parse_nvidia_query(read_fixture("h100-x1-recorded", "query.csv"))
-    health = gpu_parse.build_health(gpus, q_values=gpu_parse.parse_nvidia_smi_q_values(text))
+    health = gpu_health.build_health(gpus, q_values=gpu_health.parse_nvidia_smi_q_values(text))
     assert (health["gpus"][0]["mig_current"], health["gpus"][0]["mig_pending"]) == (current, pending)
     findings = [finding for finding in preflight("h100-sxm", health).blocking if finding.check == "gpu_mig"]
     assert [finding.problem.split(":")[0] for finding in findings] == ["GPU 0"]
@@ -113,10 +113,10 @@ def test_mig_is_read_from_the_q_report_when_the_query_cannot_give_it(current, pe
 
 def test_recorded_h100_reads_as_healthy():
     gpus = gpu_parse.parse_nvidia_query(read_fixture("h100-x1-recorded", "query.csv"))
-    health = gpu_parse.build_health(
+    health = gpu_health.build_health(
         gpus,
-        q_values=gpu_parse.parse_nvidia_smi_q_values(read_fixture("h100-x1-recorded", "nvidia-smi-q.txt")),
-        table_errors=gpu_parse.parse_nvidia_smi_table_errors(read_fixture("h100-x1-recorded", "nvidia-smi.txt")),
+        q_values=gpu_health.parse_nvidia_smi_q_values(read_fixture("h100-x1-recorded", "nvidia-smi-q.txt")),
+        table_errors=gpu_health.parse_nvidia_smi_table_errors(read_fixture("h100-x1-recorded", "nvidia-smi.txt")),
     )
     entry = health["gpus"][0]
     assert (entry["mig_current"], entry["mig_pending"], entry["recovery_action"]) == ("Disabled", "Disabled", "None")
@@ -142,7 +142,7 @@ def test_recovery_action_of_newer_drivers_refuses_the_gpu(action, fix_words):
         "GPU Recovery Action                                : None", f"GPU Recovery Action : {action}"
     )
     gpus = gpu_parse.parse_nvidia_query(read_fixture("h100-x1-recorded", "query.csv"))
-    health = gpu_parse.build_health(gpus, q_values=gpu_parse.parse_nvidia_smi_q_values(text))
+    health = gpu_health.build_health(gpus, q_values=gpu_health.parse_nvidia_smi_q_values(text))
     reset = blocking_about(preflight("h100-sxm", health), "gpu_reset")
     assert list(reset) == [0]
     assert f"recovery action {action}" in reset[0] and fix_words in reset[0]
@@ -171,18 +171,18 @@ def test_failed_and_pending_memory_repairs_refuse_the_gpu():
 )
 def test_memory_repairs_are_read_from_the_q_report_too(section, key, expected):
     text = read_fixture("h100-x1-recorded", "nvidia-smi-q.txt")
-    values = gpu_parse.parse_nvidia_smi_q_values(text)
+    values = gpu_health.parse_nvidia_smi_q_values(text)
     bus = next(iter(values))
     assert (section, key) in values[bus]  # the recorded report has the section: the path is real
     values[bus][(section, key)] = "Yes"
     gpus = gpu_parse.parse_nvidia_query(read_fixture("h100-x1-recorded", "query.csv"))
-    memory = blocking_about(preflight("h100-sxm", gpu_parse.build_health(gpus, q_values=values)), "gpu_memory_errors")
+    memory = blocking_about(preflight("h100-sxm", gpu_health.build_health(gpus, q_values=values)), "gpu_memory_errors")
     assert list(memory) == [0] and expected in memory[0]
 
 
 @pytest.mark.parametrize("printed", ["1", "Yes"])
 def test_remapped_rows_flags_read_as_numbers_or_words(printed):
-    rows = gpu_parse.parse_nvidia_remapped_rows(f"00000000:18:00.0, 0, {printed}\n")
+    rows = gpu_health.parse_nvidia_remapped_rows(f"00000000:18:00.0, 0, {printed}\n")
     assert rows["0:18:00.0"]["readings"] == {"remapped_rows_pending": False, "remapped_rows_failure": True}
 
 
@@ -210,7 +210,7 @@ def test_error_values_in_the_main_query_set_the_gpu_aside_instead_of_failing_the
 
 def test_lost_gpu_is_named_in_the_gpu_count_finding():
     gpus, failed = gpu_parse.parse_nvidia_query_with_failures(read_fixture("broken", "query-gpu-lost.csv"))
-    health = gpu_parse.build_health(gpus, failed)
+    health = gpu_health.build_health(gpus, failed)
     result = preflight("h100-sxm", health)
     errors = blocking_about(result, "gpu_error")
     assert list(errors) == [1] and "memory.total = [Unknown Error]" in errors[1]

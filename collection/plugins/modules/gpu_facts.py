@@ -152,28 +152,30 @@ import os  # noqa: E402 (Ansible modules put DOCUMENTATION first; imports follow
 import stat  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.glm.deploy.plugins.module_utils.gpu_parse import (  # noqa: E402
+from ansible_collections.glm.deploy.plugins.module_utils.gpu_health import (  # noqa: E402
     NVIDIA_HEALTH_FIELDS,
-    NVIDIA_QUERY_ARGS,
-    GpuParseError,
-    build_facts,
     build_health,
     nvidia_health_args,
     nvidia_remapped_rows_args,
-    parse_amd_smi_static,
-    parse_docker_runtimes,
     parse_nvidia_health_query,
-    parse_nvidia_query_with_failures,
     parse_nvidia_remapped_rows,
-    parse_nvidia_smi_header,
-    parse_nvidia_smi_q_fabric,
     parse_nvidia_smi_q_values,
     parse_nvidia_smi_table_errors,
+    unknown_query_field,
+)
+from ansible_collections.glm.deploy.plugins.module_utils.gpu_parse import (  # noqa: E402
+    NVIDIA_QUERY_ARGS,
+    GpuParseError,
+    build_facts,
+    parse_amd_smi_static,
+    parse_docker_runtimes,
+    parse_nvidia_query_with_failures,
+    parse_nvidia_smi_header,
+    parse_nvidia_smi_q_fabric,
     parse_nvlink_status,
     parse_rocm_smi,
     parse_systemctl_show,
     snippet,
-    unknown_query_field,
 )
 
 
