@@ -44,5 +44,7 @@ ansible-lint --profile production
 log "syntax check of site.yml against both inventories"
 ansible-playbook site.yml -i lambda --syntax-check
 ansible-playbook site.yml -i sandbox --syntax-check
-log "pytest"
-pytest --durations=25 "$@"
+log "pytest (${GLM_TEST_WORKERS:-2} workers)"
+# Two workers: the fleet's chain (deploy, redeploy, Molecule on the same two sandbox hosts) runs on one while the
+# other runs every other module, one module at a time per worker (tests/conftest.py groups them).
+pytest --durations=25 -n "${GLM_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -28,6 +28,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         named = [tier for tier in TIERS if item.get_closest_marker(tier) is not None]
         if not named:
             item.add_marker(pytest.mark.unit)
+        # With pytest-xdist's `--dist loadgroup` (scripts/test.sh): every test that uses the fleet runs on one
+        # worker, in order (the deploy tests, then Molecule's scenarios on the same hosts); every other module
+        # stays together on one worker, as its module fixtures and shared folders expect.
+        uses_fleet = "deployment" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("fleet" if uses_fleet else item.nodeid.split("::", 1)[0]))
 
 
 class ProcessInUnitTest(AssertionError):

@@ -1,8 +1,8 @@
 """The cache_warmup_wait action against real async jobs on localhost (the server role's warm-up wait).
 
-A stand-in warm-up (a shell loop) writes kernel files into a cache folder over a few seconds; the action polls
-it with async_status, prints the cache's growth, and returns the job's rc and the end of its output, or fails
-with them, or gives up at its timeout.
+A stand-in warm-up (a shell loop) writes kernel files into a cache folder over about 12 seconds (slow enough that
+a loaded machine still polls it more than once); the action polls it with async_status, prints the cache's growth,
+and returns the job's rc and the end of its output, or fails with them, or gives up at its timeout.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PLAYBOOK = """
     - name: Start a stand-in warm-up that fills the cache folder
       ansible.builtin.shell: |
         for i in 1 2 3 4; do
-          head -c 300000 /dev/urandom > "{{ cache }}/kernel-$i.cubin"; echo "compiled kernel $i"; sleep 1.2
+          head -c 300000 /dev/urandom > "{{ cache }}/kernel-$i.cubin"; echo "compiled kernel $i"; sleep 3
         done
         echo "last line"; exit {{ exit_code }}
       async: 120
