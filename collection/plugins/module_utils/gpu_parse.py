@@ -422,7 +422,7 @@ def driver_major(driver_version):
     """570.148.08 -> 570; None stays None."""
     if not driver_version:
         return None
-    head = str(driver_version).split(".")[0]
+    head = str(driver_version).split(".", maxsplit=1)[0]
     return int(head) if head.isdigit() else None
 
 

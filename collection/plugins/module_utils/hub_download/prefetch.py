@@ -194,7 +194,7 @@ def run(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             finished.set()
             reporter.join(timeout=5)
         # The last word on completeness: every file present with its size.
-        _, _, still_missing = job.survey()
+        still_missing = job.survey()[2]
         incomplete = [item.name for item in job.files if not job.snapshot_path(item).exists()]
         if incomplete or still_missing:
             raise PrefetchError(f"snapshot still incomplete after download: {incomplete[:10]}")

@@ -40,7 +40,7 @@ class ProgressReport:
             what, note, until = notes.get()
             self._waiting[what] = (until, note)
         now = self.clock.monotonic()
-        for what in [what for what, (until, _) in self._waiting.items() if until <= now]:
+        for what in [what for what, (until, _note) in self._waiting.items() if until <= now]:
             del self._waiting[what]
         return [f"{what}: {note}, {until - now:.0f} s left" for what, (until, note) in sorted(self._waiting.items())]
 

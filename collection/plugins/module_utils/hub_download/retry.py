@@ -184,8 +184,8 @@ def server_wait(error: BaseException, now: float) -> ServerWait | None:
             waits.append((float(reset), f"RateLimit t={reset}" + (f" for {name!r}" if len(exhausted) > 1 else "")))
     if not waits:
         return None
-    seconds, _ = max(waits)
-    reason = ", ".join(text for _, text in sorted(waits, reverse=True))
+    seconds = max(waits)[0]
+    reason = ", ".join(text for _seconds, text in sorted(waits, reverse=True))
     return ServerWait(seconds, reason, rate_limited=status == 429)
 
 
