@@ -1,6 +1,6 @@
 """Controller-side filter: the release a plan makes, with the id the controller's history uses.
 
-The release id is computed by glm_deploy.history.Release, the same code that writes the controller's history,
+The release id is computed by glm_deploy.release.Release, the same code that writes the controller's history,
 so a host's `releases/ID/` folder and `glm-deploy history` name a release the same way.
 """
 
@@ -42,7 +42,7 @@ def release(
     venv_lock: str | None = None,
 ) -> dict[str, Any]:
     with glm_deploy_imports("the glm.deploy.release filter"):
-        from glm_deploy.history import Release
+        from glm_deploy.release import Release
     if not isinstance(plan, Mapping):
         raise AnsibleFilterError(f"glm.deploy.release takes the plan (a mapping), got {type(plan).__name__}")
     try:
