@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, second command; CI runs it through .ci/run): installs everything into a fresh venv,
-# then runs ruff, mypy (strict on src/), yamllint, ansible-lint (production profile) and pytest.
+# then runs ruff, mypy (strict on src/), yamllint, ansible-lint (production profile), ansible-test sanity and pytest.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m "not sandbox"`.
 # `scripts/test.sh --fast` is the fast tier for a developer (about a minute): it reuses the venv when it exists and
 # runs ruff, mypy and the unit tests only (`-m unit`: no process, no sandbox; see docs/TESTING.md).
@@ -41,6 +41,8 @@ log "yamllint"
 yamllint -s .
 log "ansible-lint (production profile)"
 ansible-lint --profile production
+log "ansible-test sanity of the collection (scripts/sanity.sh)"
+bash scripts/sanity.sh
 log "syntax check of site.yml against both inventories"
 ansible-playbook site.yml -i lambda --syntax-check
 ansible-playbook site.yml -i sandbox --syntax-check
