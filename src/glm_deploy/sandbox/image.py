@@ -9,11 +9,14 @@ torch is built for.
 The image tag is a digest of everything that goes into it (recipe, packages, the controller's SSH public key,
 the CA certificates copied in), so it is rebuilt exactly when one of those changes. The root file system is
 built in a folder marked as in progress; a folder left over by an interrupted build is deleted and the build
-redone.
+redone. Builds are serialised on the machine (a lock file in the user's cache folder): two sandboxes started at
+once with the same key build the image once, the second waits and finds it, and an image another sandbox built
+within the last day is never removed as stale before its hosts start.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glm_deploy.paths import project_root
-from glm_deploy.sandbox.environment import STATE_DIR_ENV, SandboxError, run, state_dir, timed
+from glm_deploy.sandbox.environment import STATE_DIR_ENV, SandboxError, progress, run, state_dir, timed
 
 IMAGE_LABEL = "io.glm-deploy.sandbox-image"
 SUITE = "bookworm"
@@ -225,6 +228,17 @@ def _import(rootfs: Path, reference: str) -> None:
         )
 
 
+# An image younger than this is never removed as stale: another sandbox (another checkout, another key) may have
+# built it a moment ago and not have started its hosts yet.
+STALE_AFTER = "24h"
+
+
+def _build_lock() -> Path:
+    """The machine-wide lock file that serialises sandbox image builds."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "glm-deploy" / "sandbox-image.lock"
+
+
 def _remove_stale_images(keep: str) -> None:
     """Older sandbox images (other inputs) that no container uses any more."""
     listed = run(
@@ -235,6 +249,8 @@ def _remove_stale_images(keep: str) -> None:
             "{{.Repository}}:{{.Tag}}",
             "--filter",
             f"reference={IMAGE_REPOSITORY}",
+            "--filter",
+            f"until={STALE_AFTER}",
         ],
         what="listing sandbox images",
         check=False,
@@ -249,6 +265,20 @@ def ensure_image(key: SshKey, timings: dict[str, float] | None = None, *, force:
     reference = image_reference(key)
     if not force and image_exists(reference):
         return reference
+    lock_path = _build_lock()
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("waiting for another sandbox's image build to finish ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and image_exists(reference):
+            return reference  # built by the sandbox that held the lock
+        return _build_image(key, reference, timings)
+
+
+def _build_image(key: SshKey, reference: str, timings: dict[str, float] | None) -> str:
     build_root = state_dir() / "image-build"
     rootfs = build_root / reference.rsplit(":", 1)[1]
     marker = build_root / f"{rootfs.name}.in-progress"
