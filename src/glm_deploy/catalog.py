@@ -289,13 +289,19 @@ def _hardware(name: str, reader: Reader) -> HardwareSpec:
             else {}
         )
         engine_flags[engine_name] = read_fields(HardwareEngineFlags, flags_reader, by_precision=by_precision)
-    return read_fields(
+    spec = read_fields(
         HardwareSpec,
         reader,
         name=name,
         engine_flags=engine_flags,
         benchmark=_benchmark(reader.sub("benchmark")),
     )
+    if spec.lambda_instance_types and not spec.lambda_instance_types_source:
+        raise CatalogError(
+            f"catalog entry {reader.where} lists lambda_instance_types but no lambda_instance_types_source: "
+            "name where the instance type names come from"
+        )
+    return spec
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -433,7 +439,15 @@ def _check_references(catalog: Catalog) -> None:
                     raise CatalogError(
                         f"catalog entry engines.{engine.name}.transformers_upgrades: unknown model"
                     )
+    lambda_types: dict[str, str] = {}
     for spec in hardware.values():
+        for instance_type in spec.lambda_instance_types:
+            if instance_type in lambda_types:
+                raise CatalogError(
+                    f"catalog entry hardware.{spec.name}.lambda_instance_types lists {instance_type!r}, which "
+                    f"hardware.{lambda_types[instance_type]} lists too: a Lambda instance type is one hardware"
+                )
+            lambda_types[instance_type] = spec.name
         for engine_name in spec.engine_flags:
             if engine_name not in engines:
                 raise CatalogError(f"catalog entry hardware.{spec.name}.engine_flags names unknown engine")

@@ -194,7 +194,10 @@ class HardwareSpec:
     fp8: bool
     fp4: bool
     hgx_fabric_manager: bool
+    # The Lambda Cloud instance types (`instance_type.name` in Lambda's API) that are this hardware; the inventory
+    # plugin glm.deploy.lambda_cloud sets a host's glm_hardware from them.
     lambda_instance_types: tuple[str, ...]
+    lambda_instance_types_source: str | None
     load_bytes_per_s: int
     engine_flags: dict[str, HardwareEngineFlags]
     benchmark: BenchmarkProfile
@@ -301,3 +304,10 @@ class Catalog:
     hardware: dict[str, HardwareSpec]
     cuda_driver_minimum: dict[str, int]
     raw: dict[str, Any] = field(repr=False)
+
+    def hardware_for_lambda_instance_type(self, instance_type: str) -> HardwareSpec | None:
+        """The hardware whose `lambda_instance_types` lists `instance_type` (one at most: load_catalog checks)."""
+        for spec in self.hardware.values():
+            if instance_type in spec.lambda_instance_types:
+                return spec
+        return None

@@ -58,6 +58,11 @@ CALLS: dict[str, dict[str, object]] = {
     "the glm.deploy.cache_warmup_wait action": {"glm.deploy.cache_warmup_wait": {"jid": "1", "poll_interval": 1}},
 }
 
+# Inventory plugins (no task calls them: ansible-inventory reads a configuration of each), with that configuration.
+INVENTORIES: dict[str, dict[str, object]] = {
+    "the glm.deploy.lambda_cloud inventory plugin": {"plugin": "glm.deploy.lambda_cloud"},
+}
+
 # The plugin files that import glm_deploy, and the plugins each holds.
 FILES = {
     "lookup/plan.py": ["the glm.deploy.plan lookup"],
@@ -74,6 +79,7 @@ FILES = {
     ],
     "action/hf_prefetch_wait.py": ["the glm.deploy.hf_prefetch_wait action"],
     "action/cache_warmup_wait.py": ["the glm.deploy.cache_warmup_wait action"],
+    "inventory/lambda_cloud.py": ["the glm.deploy.lambda_cloud inventory plugin"],
 }
 
 
@@ -170,6 +176,30 @@ def test_every_controller_plugin_says_how_to_install_glm_deploy(tmp_path: Path) 
         assert "glm_deploy-<version>-py3-none-any.whl" in flat, message
 
 
+@pytest.mark.playbook
+@pytest.mark.parametrize("plugin", sorted(INVENTORIES))
+def test_every_inventory_plugin_says_how_to_install_glm_deploy(tmp_path: Path, plugin: str) -> None:
+    python = _python_without_glm_deploy(tmp_path / "venv")
+    name = str(INVENTORIES[plugin]["plugin"]).rsplit(".", 1)[1]
+    config = tmp_path / f"test.{name}.yml"
+    config.write_text(json.dumps(INVENTORIES[plugin]))
+    completed = subprocess.run(
+        [str(python), str(ANSIBLE_PLAYBOOK.parent / "ansible-inventory"), "-i", str(config), "--list"],
+        env=playbook_env(
+            home=tmp_path, env={"ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"}, drop_env=("PYTHONPATH", "VIRTUAL_ENV")
+        ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = " ".join((completed.stdout + completed.stderr).split())
+    assert completed.returncode != 0, output
+    assert f"{plugin} needs the glm-deploy Python package on the controller" in output, output
+    assert f"`{python} -m pip install glm-deploy`" in output, output
+
+
 def test_the_playbook_test_calls_every_plugin_that_imports_glm_deploy() -> None:
     """A new plugin that imports glm_deploy is added to CALLS above, and imports it only through the helper."""
     importers = set()
@@ -188,7 +218,7 @@ def test_the_playbook_test_calls_every_plugin_that_imports_glm_deploy() -> None:
             if any(name and name.split(".")[0] == "glm_deploy" for name in named):
                 assert id(node) in guarded, f"{path}:{node.lineno} imports glm_deploy outside glm_deploy_imports"
     assert importers == set(FILES)
-    assert sorted(plugin for plugins in FILES.values() for plugin in plugins) == sorted(CALLS)
+    assert sorted(plugin for plugins in FILES.values() for plugin in plugins) == sorted([*CALLS, *INVENTORIES])
 
 
 def test_the_hint_names_the_plugin_the_python_and_the_install_command() -> None:
