@@ -1,44 +1,16 @@
-"""A local server that speaks the Hugging Face Hub's download protocol.
-
-The sandbox has no Hub, yet the weights role must run exactly as it does against huggingface.co: resolve
-a revision to a commit, list the files with their sizes and sha256, then download them with huggingface_hub.
-This module stores repositories on disk as immutable commits (every publish makes a new 40-hex commit;
-branches such as `main` move; old commits stay servable) and answers the endpoints huggingface_hub calls:
-
-- `GET /api/models/{repo}` and `GET /api/models/{repo}/revision/{rev}` (`sha`, `siblings`; sizes and LFS
-  sha256 with `?blobs=true`),
-- `GET /api/models/{repo}/tree/{rev}[/{path}]?recursive=true` (paginated with `Link: <...>; rel="next"`),
-- `HEAD`/`GET /{repo}/resolve/{rev}/{filename}` with `X-Repo-Commit`, `ETag`/`X-Linked-Etag`,
-  `Content-Length`/`X-Linked-Size` and `Range`; no Xet headers, so clients use plain HTTP.
-
-Errors carry the Hub's `X-Error-Code` (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) so that
-huggingface_hub raises the same exception types it raises against the real Hub.
-
-`HubRequestHandler.serve_file` is the one place a file's bytes are sent: test equipment subclasses the
-handler and overrides it to drop connections, stall, corrupt bytes or answer 429/500.
-
-Run it with `python -m glm_deploy.sandbox.hub --root DIR --host 127.0.0.1 --port 8080`. With `--tls-cert` and
-`--tls-key` (or `HubServer(..., ssl_context=...)`) it speaks HTTPS instead, as the real Hub and a mirror do.
-"""
+"""The sandbox Hub's HTTP side: the request handler, the server and its TLS context (the protocol is in the
+package's docstring)."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-import os
-import re
-import shutil
-import signal
 import socket
 import ssl
 import sys
-import tempfile
 import threading
-import time
 import types
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -46,217 +18,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
-
-# Files the Hub's default .gitattributes routes through LFS, plus anything at least this large.
-LFS_SUFFIXES = (
-    ".safetensors",
-    ".bin",
-    ".pt",
-    ".pth",
-    ".ckpt",
-    ".gguf",
-    ".h5",
-    ".msgpack",
-    ".onnx",
-    ".npz",
-    ".npy",
+from glm_deploy.sandbox.hub.store import (
+    _COPY_CHUNK,
+    LFS_POINTER_SIZE,
+    Commit,
+    FileEntry,
+    HubStore,
+    HubStoreError,
 )
-LFS_MIN_SIZE = 10 * 1024 * 1024
-# Size of the pointer file git would store for an LFS object; clients only display it.
-_LFS_POINTER_SIZE = 134
-# Matched with fullmatch: `$` would also match before a trailing newline.
-_REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
-_BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
-_COPY_CHUNK = 1024 * 1024
 
-
-class HubStoreError(Exception):
-    """A lookup in the store failed; `code` is the Hub's X-Error-Code for it."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclasses.dataclass(frozen=True)
-class FileEntry:
-    """One file of one commit."""
-
-    path: str
-    size: int
-    sha256: str
-    git_oid: str  # git's blob id: sha1 over "blob <size>\0" + content
-    lfs: bool
-
-    @property
-    def etag(self) -> str:
-        """What the Hub sends as the file's ETag: the sha256 for LFS files, the git blob id otherwise."""
-        return self.sha256 if self.lfs else self.git_oid
-
-
-@dataclasses.dataclass(frozen=True)
-class Commit:
-    repo_id: str
-    sha: str
-    parent: str | None
-    created: str
-    files: Mapping[str, FileEntry]
-
-
-def validate_repo_id(repo_id: str) -> str:
-    parts = repo_id.split("/")
-    if not 1 <= len(parts) <= 2 or not all(_REPO_PART.fullmatch(part) for part in parts):
-        raise ValueError(
-            f"repo id {repo_id!r} is not valid: use 'namespace/name' made of letters, digits, '.', '_' and '-'"
-        )
-    return repo_id
-
-
-def _validate_filename(name: str) -> str:
-    parts = name.split("/")
-    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\\" in name:
-        raise ValueError(f"file name {name!r} is not a clean relative path inside the repository")
-    return name
-
-
-def _hash_source(source: Path | bytes) -> tuple[int, str, str]:
-    """(size, sha256, git blob id) of a file or a byte string, read once."""
-    sha256 = hashlib.sha256()
-    if isinstance(source, bytes):
-        size = len(source)
-        git = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
-        sha256.update(source)
-        git.update(source)
-        return size, sha256.hexdigest(), git.hexdigest()
-    size = source.stat().st_size
-    git = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
-    with source.open("rb") as handle:
-        while chunk := handle.read(_COPY_CHUNK):
-            sha256.update(chunk)
-            git.update(chunk)
-    return size, sha256.hexdigest(), git.hexdigest()
-
-
-class HubStore:
-    """Repositories on disk: `<root>/<repo>/repo.json` (gate, branches), `commits/<sha>.json`,
-    `blobs/<sha256>`.
-
-    Blobs are content-addressed, so publishing a new revision stores only the files that changed.
-    """
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-        self._lock = threading.Lock()
-
-    def _repo_dir(self, repo_id: str) -> Path:
-        return self.root / validate_repo_id(repo_id)
-
-    def publish(
-        self,
-        repo_id: str,
-        files: Mapping[str, Path | bytes],
-        branch: str = "main",
-        gated: bool = False,
-    ) -> str:
-        """Store `files` as a new commit on `branch` (created if missing) and return the commit's sha."""
-        repo_dir = self._repo_dir(repo_id)
-        if not _BRANCH.fullmatch(branch) or _COMMIT_SHA.fullmatch(branch):
-            raise ValueError(f"branch name {branch!r} is not valid (letters, digits, '.', '_', '-', '/')")
-        if not files:
-            raise ValueError(f"publishing {repo_id}: no files given")
-        entries: dict[str, FileEntry] = {}
-        (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
-        (repo_dir / "commits").mkdir(parents=True, exist_ok=True)
-        for name, source in sorted(files.items()):
-            _validate_filename(name)
-            if isinstance(source, Path) and not source.is_file():
-                raise ValueError(f"publishing {repo_id}: {name} -> {source} is not a regular file")
-            size, sha256, git_oid = _hash_source(source)
-            lfs = name.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE
-            entries[name] = FileEntry(path=name, size=size, sha256=sha256, git_oid=git_oid, lfs=lfs)
-            blob = repo_dir / "blobs" / sha256
-            if not blob.exists():
-                with tempfile.NamedTemporaryFile(dir=blob.parent, prefix=".incoming-", delete=False) as handle:
-                    if isinstance(source, bytes):
-                        handle.write(source)
-                    else:
-                        with source.open("rb") as reader:
-                            shutil.copyfileobj(reader, handle, _COPY_CHUNK)
-                os.replace(handle.name, blob)
-        with self._lock:
-            state = self._read_state(repo_id) if (repo_dir / "repo.json").exists() else {"refs": {}}
-            parent = state["refs"].get(branch)
-            created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-            manifest = [dataclasses.asdict(entry) for entry in entries.values()]
-            seed = json.dumps([repo_id, branch, parent, created, time.time_ns(), manifest], sort_keys=True)
-            sha = hashlib.sha1(seed.encode(), usedforsecurity=False).hexdigest()
-            commit_doc = {"sha": sha, "parent": parent, "created": created, "files": manifest}
-            _write_json_atomic(repo_dir / "commits" / f"{sha}.json", commit_doc)
-            state["refs"][branch] = sha
-            state["gated"] = "manual" if gated else False
-            state.setdefault("created", created)
-            _write_json_atomic(repo_dir / "repo.json", state)
-        logger.info("published %s@%s on %s (%d files)", repo_id, sha, branch, len(entries))
-        return sha
-
-    def publish_directory(self, repo_id: str, directory: Path, branch: str = "main", gated: bool = False) -> str:
-        """Publish every regular file under `directory` (paths relative to it), skipping `.git`."""
-        files: dict[str, Path | bytes] = {
-            path.relative_to(directory).as_posix(): path
-            for path in sorted(directory.rglob("*"))
-            if path.is_file() and ".git" not in path.relative_to(directory).parts
-        }
-        if not files:
-            raise ValueError(f"publishing {repo_id}: directory {directory} holds no files")
-        return self.publish(repo_id, files, branch=branch, gated=gated)
-
-    def _read_state(self, repo_id: str) -> dict[str, Any]:
-        path = self._repo_dir(repo_id) / "repo.json"
-        try:
-            state: dict[str, Any] = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise HubStoreError("RepoNotFound", f"Repository {repo_id} not found") from None
-        return state
-
-    def repo_exists(self, repo_id: str) -> bool:
-        try:
-            return (self._repo_dir(repo_id) / "repo.json").is_file()
-        except ValueError:
-            return False
-
-    def gated(self, repo_id: str) -> str | bool:
-        value: str | bool = self._read_state(repo_id).get("gated", False)
-        return value
-
-    def branches(self, repo_id: str) -> dict[str, str]:
-        refs: dict[str, str] = self._read_state(repo_id)["refs"]
-        return dict(refs)
-
-    def resolve(self, repo_id: str, revision: str) -> Commit:
-        """The commit a branch name or a full commit sha designates."""
-        if not self.repo_exists(repo_id):
-            raise HubStoreError("RepoNotFound", f"Repository {repo_id} not found")
-        refs = self.branches(repo_id)
-        sha = refs.get(revision)
-        if sha is None and _COMMIT_SHA.fullmatch(revision):
-            sha = revision
-        commit_file = self._repo_dir(repo_id) / "commits" / f"{sha}.json"
-        if sha is None or not commit_file.is_file():
-            raise HubStoreError("RevisionNotFound", f"Invalid rev id: {revision}")
-        doc = json.loads(commit_file.read_text())
-        files = {item["path"]: FileEntry(**item) for item in doc["files"]}
-        return Commit(repo_id=repo_id, sha=doc["sha"], parent=doc["parent"], created=doc["created"], files=files)
-
-    def blob_path(self, repo_id: str, entry: FileEntry) -> Path:
-        return self._repo_dir(repo_id) / "blobs" / entry.sha256
-
-
-def _write_json_atomic(path: Path, document: Any) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".tmp-", delete=False) as handle:
-        json.dump(document, handle, indent=1, sort_keys=True)
-    os.replace(handle.name, path)
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -448,7 +219,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                     sibling["lfs"] = {
                         "sha256": entry.sha256,
                         "size": entry.size,
-                        "pointerSize": _LFS_POINTER_SIZE,
+                        "pointerSize": LFS_POINTER_SIZE,
                     }
             siblings.append(sibling)
         author = repo_id.split("/", maxsplit=1)[0] if "/" in repo_id else None
@@ -685,7 +456,7 @@ def _tree_entries(commit: Commit, path: str, recursive: bool) -> list[dict[str, 
     for entry in sorted(files, key=lambda item: item.path):
         item: dict[str, Any] = {"type": "file", "oid": entry.git_oid, "size": entry.size, "path": entry.path}
         if entry.lfs:
-            item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": _LFS_POINTER_SIZE}
+            item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": LFS_POINTER_SIZE}
         result.append(item)
     return result
 
@@ -771,83 +542,3 @@ def server_ssl_context(cert_file: Path | str, key_file: Path | str) -> ssl.SSLCo
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert_file), str(key_file))
     return context
-
-
-def _parse_publish(value: str) -> tuple[str, Path]:
-    repo_id, sep, directory = value.partition("=")
-    if not sep or not repo_id or not directory:
-        raise argparse.ArgumentTypeError(f"--publish {value!r}: expected REPO_ID=DIRECTORY")
-    try:
-        validate_repo_id(repo_id)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    path = Path(directory)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"--publish {value!r}: {directory} is not a directory")
-    return repo_id, path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m glm_deploy.sandbox.hub",
-        description="Serve a directory of model repositories over the Hugging Face Hub's download protocol.",
-    )
-    parser.add_argument("--root", type=Path, required=True, help="store directory (created if missing)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default 8080)")
-    parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
-    parser.add_argument(
-        "--publish",
-        type=_parse_publish,
-        action="append",
-        default=[],
-        metavar="REPO_ID=DIR",
-        help="publish DIR as a new commit of REPO_ID before serving (repeatable)",
-    )
-    parser.add_argument("--branch", default="main", help="branch --publish moves (default main)")
-    parser.add_argument("--gated", action="store_true", help="mark the --publish repositories gated")
-    parser.add_argument("--publish-only", action="store_true", help="publish, print the commits, and exit")
-    parser.add_argument("--verbose", action="store_true", help="log every request")
-    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate (chain)")
-    parser.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
-    args = parser.parse_args(argv)
-    if (args.tls_cert is None) != (args.tls_key is None):
-        parser.error("--tls-cert and --tls-key go together: give both for HTTPS, neither for HTTP")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
-
-    args.root.mkdir(parents=True, exist_ok=True)
-    store = HubStore(args.root)
-    for repo_id, directory in args.publish:
-        sha = store.publish_directory(repo_id, directory, branch=args.branch, gated=args.gated)
-        print(f"{repo_id} {args.branch} {sha}", flush=True)
-    if args.publish_only:
-        return 0
-    context = None
-    if args.tls_cert:
-        try:
-            context = server_ssl_context(args.tls_cert, args.tls_key)
-        except OSError as error:  # ssl.SSLError included
-            print(f"cannot load --tls-cert {args.tls_cert} / --tls-key {args.tls_key}: {error}", file=sys.stderr)
-            return 1
-    try:
-        server = HubServer(store, args.host, args.port, ssl_context=context)
-    except OSError as error:
-        print(f"cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
-        return 1
-    if args.port_file:
-        args.port_file.write_text(f"{server.port}\n")
-
-    def stop(signum: int, frame: types.FrameType | None) -> None:
-        # shutdown() blocks until serve_forever returns, so it must run outside the serving thread.
-        threading.Thread(target=server.httpd.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    print(f"serving {args.root} on {server.url}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    server.httpd.server_close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
