@@ -49,4 +49,4 @@ ansible-playbook site.yml -i sandbox --syntax-check
 log "pytest (${GLM_TEST_WORKERS:-2} workers)"
 # Two workers: the fleet's chain (deploy, redeploy, Molecule on the same two sandbox hosts) runs on one while the
 # other runs every other module, one module at a time per worker (tests/conftest.py groups them).
-pytest --durations=25 -n "${GLM_TEST_WORKERS:-2}" --dist loadgroup "$@"
+pytest --durations=25 -n "${GLM_TEST_WORKERS:-2}" --dist loadscope --no-loadscope-reorder "$@"

@@ -23,16 +23,41 @@ import pytest
 TIERS = ("unit", "playbook", "sandbox")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# The fleet's tests live here: pytest-xdist's scheduler only sees node ids, so the fleet is named by path.
+FLEET_PATHS = ("tests/deploy/", "tests/molecule/")
+
+
+def _in_fleet(nodeid: str) -> bool:
+    return nodeid.startswith(FLEET_PATHS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         named = [tier for tier in TIERS if item.get_closest_marker(tier) is not None]
         if not named:
             item.add_marker(pytest.mark.unit)
-        # With pytest-xdist's `--dist loadgroup` (scripts/test.sh): every test that uses the fleet runs on one
-        # worker, in order (the deploy tests, then Molecule's scenarios on the same hosts); every other module
-        # stays together on one worker, as its module fixtures and shared folders expect.
-        uses_fleet = "deployment" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("fleet" if uses_fleet else item.nodeid.split("::", 1)[0]))
+        if "deployment" in getattr(item, "fixturenames", ()) and not _in_fleet(item.nodeid):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses the fleet (the deployment fixture): put it under {' or '.join(FLEET_PATHS)}, "
+                "which one worker runs in order"
+            )
+    # The fleet's chain is the longest: it starts first (stable order otherwise).
+    items.sort(key=lambda item: not _in_fleet(item.nodeid))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With `-n N --dist loadscope` (scripts/test.sh): the fleet's tests are one unit of work, run by one worker in
+    order (the deploy tests, then Molecule's scenarios on the same hosts); every other module is a unit of its own,
+    so its module fixtures and shared folders stay on one worker."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # only when pytest-xdist distributes
+
+    class FleetScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "fleet" if _in_fleet(nodeid) else nodeid.split("::", 1)[0]
+
+    return FleetScheduling(config, log)
 
 
 class ProcessInUnitTest(AssertionError):
