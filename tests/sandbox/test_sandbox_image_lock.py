@@ -7,14 +7,10 @@ so the second `ensure_image` is seen waiting while the first builds.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.equipment.processes import start_snippet, wait_for
 
 from glm_deploy.sandbox import image
 
@@ -41,36 +37,15 @@ print(image.ensure_image(key=None))
 """
 
 
-def _start(work: Path, name: str) -> tuple[subprocess.Popen[str], Path]:
-    errors = work / f"{name}.stderr"
-    process = subprocess.Popen(
-        [sys.executable, "-c", BUILD, str(work), name],
-        stdout=subprocess.PIPE,
-        stderr=errors.open("w"),
-        text=True,
-        env={**os.environ, "XDG_CACHE_HOME": str(work / "cache")},
-    )
-    return process, errors
-
-
-def _wait_for(condition: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 @pytest.mark.playbook
 def test_a_second_sandbox_waits_for_the_image_build_and_does_not_build_again(tmp_path: Path) -> None:
     builds = tmp_path / "builds"
-    first, _ = _start(tmp_path, "first")
+    first, _ = start_snippet(BUILD, tmp_path, "first")
     try:
-        _wait_for(builds.exists, "the first sandbox to start building")
-        second, second_errors = _start(tmp_path, "second")
+        wait_for(builds.exists, "the first sandbox to start building")
+        second, second_errors = start_snippet(BUILD, tmp_path, "second")
         try:
-            _wait_for(lambda: "waiting for another sandbox's image build" in second_errors.read_text(), "the wait")
+            wait_for(lambda: "waiting for another sandbox's image build" in second_errors.read_text(), "the wait")
             (tmp_path / "finish").touch()
             first_out, _ = first.communicate(timeout=60)
             second_out, _ = second.communicate(timeout=60)

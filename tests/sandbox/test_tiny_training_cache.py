@@ -7,13 +7,10 @@ train twice on the same cores).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from tests.equipment.processes import start_snippet, wait_for
 
 pytest.importorskip("torch", reason="the sandbox extra (torch) builds the tiny model")
 
@@ -25,7 +22,7 @@ from pathlib import Path
 import torch
 from glm_deploy.sandbox import tiny_training
 
-work, value = Path(sys.argv[1]), float(sys.argv[2])
+work, value = Path(sys.argv[1]), float(sys.argv[3])
 
 def stand_in_training(model, tokenizer, progress=False):
     with (work / "trainings").open("a") as record:
@@ -43,35 +40,14 @@ print(float(model.weight[0, 0]))
 """
 
 
-def _start(work: Path, value: str, name: str) -> tuple[subprocess.Popen[str], Path]:
-    errors = work / f"{name}.stderr"
-    process = subprocess.Popen(
-        [sys.executable, "-c", BUILD, str(work), value],
-        stdout=subprocess.PIPE,
-        stderr=errors.open("w"),
-        text=True,
-        env={**os.environ, "XDG_CACHE_HOME": str(work / "cache")},
-    )
-    return process, errors
-
-
-def _wait_for(condition: object, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_a_second_build_waits_for_the_first_training_and_loads_its_weights(tmp_path: Path) -> None:
     trainings = tmp_path / "trainings"
-    first, _ = _start(tmp_path, "1.5", "first")
+    first, _ = start_snippet(BUILD, tmp_path, "first", "1.5")
     try:
-        _wait_for(trainings.exists, "the first build to start training")
-        second, second_errors = _start(tmp_path, "2.5", "second")
+        wait_for(trainings.exists, "the first build to start training")
+        second, second_errors = start_snippet(BUILD, tmp_path, "second", "2.5")
         try:
-            _wait_for(lambda: "waiting for the build" in second_errors.read_text(), "the second build to wait")
+            wait_for(lambda: "waiting for the build" in second_errors.read_text(), "the second build to wait")
             (tmp_path / "finish").touch()
             first_out, _ = first.communicate(timeout=120)
             second_out, _ = second.communicate(timeout=120)
