@@ -9,6 +9,7 @@ in as GLM_API_KEY, so a converge keeps the key the deployment tests know.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,8 @@ def run_scenario(scenario: str, deployment: Deployment, *, limit: str | None = N
         timeout=3600,
         check=False,
     )
-    output = run.stdout + run.stderr
+    # Molecule colours its output; the tests read the words.
+    output = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout + run.stderr)
     # Molecule's closing summary can say "Successful" after a failed idempotence step: judge by the exit code.
     assert run.returncode == 0, f"molecule test {scenario} failed (rc {run.returncode}):\n{output[-8000:]}"
     assert deployment.api_key not in output, f"the API key appeared in molecule's output of {scenario}"

@@ -13,9 +13,9 @@ pytestmark = [pytest.mark.molecule, pytest.mark.sandbox]
 
 def test_default_scenario_passes(deployment: Deployment) -> None:
     output = run_scenario("default", deployment)
-    # Idempotence ran (Molecule fails the run when the second converge changed anything) ...
-    assert "idempotence" in output
-    # ... and the custom check-mode step (check.yml) ran and passed, on both hosts.
-    assert "Check that check mode passed and changed nothing" in output
+    # Every step of the sequence ran and passed: idempotence (Molecule fails it when the second converge changed
+    # anything) and the custom check-mode step (check.yml: check mode passes and changes nothing), on both hosts.
+    for action in ("converge", "idempotence", "side_effect", "verify"):
+        assert f"{action}: Executed: Successful" in output, f"{action} did not pass"
     for host in deployment.hosts:
         assert host in output, f"the scenario did not reach {host}"
