@@ -15,14 +15,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$GLM_ROOT"
 export PATH="$GLM_VENV/bin:$PATH"
 export ANSIBLE_HOME="$GLM_ROOT/.ansible"
-if [ "$fast" = "1" ]; then
-  if ! "$GLM_VENV/bin/python" -c "import glm_deploy, pytest" 2>/dev/null; then
-    GLM_EXTRAS="dev" install_venv
-  fi
+python_checks() {
   log "ruff"
   ruff check src tests collection/plugins scripts inventories/sandbox
   log "mypy --strict src/"
   mypy
+}
+if [ "$fast" = "1" ]; then
+  if ! "$GLM_VENV/bin/python" -c "import glm_deploy, pytest" 2>/dev/null; then
+    GLM_EXTRAS="dev" install_venv
+  fi
+  python_checks
   log "pytest, the unit tier"
   exec pytest -q -m unit "$@"
 fi
@@ -33,10 +36,7 @@ fi
 install_system_packages
 GLM_EXTRAS="dev,sandbox,plot" install_venv
 
-log "ruff"
-ruff check src tests collection/plugins scripts inventories/sandbox
-log "mypy --strict src/"
-mypy
+python_checks
 log "yamllint"
 yamllint -s .
 log "ansible-lint (production profile)"
