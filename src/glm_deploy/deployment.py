@@ -452,7 +452,11 @@ class Deployment:
     ) -> RunOutcome:
         """Run the command's playbook (unless `if_changed` finds nothing to do) and record the run."""
         clock = RunClock.start()
-        release = Release.from_plan(plan)
+        release: Release | None = Release.from_plan(plan)
+        if command not in RELEASE_COMMANDS:
+            # verify and benchmark change nothing: the hosts report the release they serve (their own record);
+            # where none does, the history's word stands in, never a release made up from today's plan.
+            release = self.current_release()
         if command in ("deploy", "redeploy"):
             release = self._expected_release(command, plan, to, run_secrets, if_changed=if_changed, clock=clock)
             if if_changed and release.same_as(self.current_release()):

@@ -139,11 +139,15 @@ class HostReports:
         """The hosts that restored their previous release after the new one failed, with their reports."""
         return {host: report for host, report in self.releases.items() if report.get("outcome") == "rolled_back"}
 
-    def served_release(self, command: str, expected: Release) -> Release:
-        """The release the run left serving: what the hosts report (with the venv lock or image digest only they
-        know), else `expected`, with the commit the hosts fetched when the controller could not resolve it."""
+    def served_release(self, command: str, expected: Release | None) -> Release | None:
+        """The release the run left serving (or, for verify and benchmark, the one it checked): what the hosts
+        report (with the venv lock or image digest only they know), else `expected`, with the commit the hosts
+        fetched when the controller could not resolve it."""
         if command not in RELEASE_COMMANDS:
-            return expected
+            # verify.yml and benchmark.yml report what each host's own record says it serves.
+            return agreed_release(list(self.releases.values())) or expected
+        if expected is None:
+            return agreed_release(list(self.releases.values()))
         rolled_back = self.rolled_back
         served = [
             report for host, report in self.releases.items() if command == "rollback" or host not in rolled_back
@@ -182,7 +186,7 @@ def run_entry(
     *,
     inventory: str,
     run_id: str,
-    release: Release,
+    release: Release | None,
     result: RunResult | None,
     failure: BaseException | None,
     cancelled: bool,
