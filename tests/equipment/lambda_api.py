@@ -6,8 +6,9 @@ Built from `tests/fixtures/lambda/openapi-subset.json`, the part of Lambda's des
 unchanged, its version in `info`):
 
 - paths: `GET /api/v1/instances`, `GET /api/v1/instances/{id}`, `GET /api/v1/instance-types`,
-  `POST /api/v1/instance-operations/launch` and `POST /api/v1/instance-operations/terminate`; any other path is a
-  404 `global/not-found`;
+  `POST /api/v1/instance-operations/launch` and `POST /api/v1/instance-operations/terminate`, and the SSH key,
+  filesystem and firewall ruleset paths of `tests/equipment/lambda_api_resources.py`; any other path is a 404
+  `global/not-found`;
 - authentication as `components.securitySchemes` says: `Authorization: Bearer <key>`, `Basic <base64 of key:>` or
   `Basic <key>`; anything else is a 401 `global/invalid-api-key`;
 - answers `{"data": ...}` with the fields of the `Instance`, `InstanceTypes`, `InstanceLaunchResponse` and
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.equipment.lambda_api_resources import AccountResources
 from tests.equipment.openapi_check import OpenApi
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lambda"
@@ -201,6 +203,8 @@ class LambdaCloudStandIn:
         self._last_launch: float | None = None
         self.requests: list[RequestRecord] = []
         self._server: ThreadingHTTPServer | None = None
+        # SSH keys, filesystems and firewall rulesets (tests/equipment/lambda_api_resources.py)
+        self.resources = AccountResources(self)
 
     # ------------------------------------------------------------------------------------ serving
 
@@ -336,6 +340,9 @@ class LambdaCloudStandIn:
             return self._launch(path, body)
         if method == "POST" and path == "/api/v1/instance-operations/terminate":
             return self._terminate(path, body)
+        served = self.resources.answer(method, path, body)
+        if served is not None:
+            return served
         return self._spec_error(404, "ApiErrorNotFound")
 
     def _spec_error(
@@ -354,8 +361,8 @@ class LambdaCloudStandIn:
             ),
         )
 
-    def _invalid(self, path: str, body: Any) -> tuple[int, dict[str, str], Any] | None:
-        problems = self.api.problems(body, self.api.request_schema(path, "POST"))
+    def _invalid(self, path: str, body: Any, method: str = "POST") -> tuple[int, dict[str, str], Any] | None:
+        problems = self.api.problems(body, self.api.request_schema(path, method))
         if not problems:
             return None
         return self._spec_error(400, "ApiErrorInvalidParameters", suggestion="; ".join(problems))

@@ -214,3 +214,40 @@ def test_the_request_log_never_holds_the_key(stand_in: LambdaCloudStandIn) -> No
         ("POST", 200, True),
     ]
     assert stand_in._api_key not in repr(stand_in.requests)
+
+
+def test_ssh_keys_filesystems_and_rulesets_answer_in_the_described_shape(stand_in: LambdaCloudStandIn) -> None:
+    key = {"name": "glm-deploy", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA glm"}
+    rule = {"protocol": "tcp", "port_range": [22, 22], "source_network": "203.0.113.7/32", "description": "ssh"}
+    answers = [
+        ("/api/v1/ssh-keys", "post", *call(stand_in, "POST", "/api/v1/ssh-keys", key)),
+        ("/api/v1/ssh-keys", "get", *call(stand_in, "GET", "/api/v1/ssh-keys")),
+        ("/api/v1/ssh-keys", "post", *call(stand_in, "POST", "/api/v1/ssh-keys", {"name": "made"})),
+        (
+            "/api/v1/filesystems",
+            "post",
+            *call(stand_in, "POST", "/api/v1/filesystems", {"name": "w", "region": "us-east-1"}),
+        ),
+        ("/api/v1/file-systems", "get", *call(stand_in, "GET", "/api/v1/file-systems")),
+        ("/api/v1/filesystems", "post", *call(stand_in, "POST", "/api/v1/filesystems", {"name": "9", "region": "x"})),
+        (
+            "/api/v1/firewall-rulesets",
+            "post",
+            *call(
+                stand_in, "POST", "/api/v1/firewall-rulesets", {"name": "fw", "region": "us-east-1", "rules": [rule]}
+            ),
+        ),
+        ("/api/v1/firewall-rulesets", "get", *call(stand_in, "GET", "/api/v1/firewall-rulesets")),
+    ]
+    for path, method, status, _, document in answers:
+        conforms(stand_in, path, method, status, document)
+    assert [answer[2] for answer in answers] == [200, 200, 200, 200, 200, 400, 200, 200]
+    assert "private_key" in answers[2][4]["data"] and "private_key" not in answers[0][4]["data"]
+    ruleset_id = answers[6][4]["data"]["id"]
+    stand_in.add_instance("glm-1", B200, "us-east-1", firewall_ruleset_ids=[ruleset_id], file_system_names=["w"])
+    status, _, document = call(stand_in, "DELETE", f"/api/v1/firewall-rulesets/{ruleset_id}")
+    conforms(stand_in, "/api/v1/firewall-rulesets/{id}", "delete", status, document)
+    assert document["error"]["code"] == "firewall-rulesets/firewall-ruleset-in-use"
+    status, _, document = call(stand_in, "DELETE", f"/api/v1/filesystems/{answers[3][4]['data']['id']}")
+    conforms(stand_in, "/api/v1/filesystems/{id}", "delete", status, document)
+    assert document["error"]["code"] == "filesystems/filesystem-in-use"
