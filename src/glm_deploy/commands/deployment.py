@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from glm_deploy import benchmark_report, benchmark_sweep, stack_lock
+from glm_deploy import benchmark_report, benchmark_reuse, benchmark_sweep, stack_lock
 from glm_deploy.deployment import Deployment
 from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
 from glm_deploy.history import HistoryEntry
@@ -102,6 +102,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 metavar="C1,C2,...",
                 help="concurrencies to measure in turn, ascending (e.g. 1,2,4,8,16,32); each sends the profile's "
                 "prompts per concurrent request",
+            )
+            parser.add_argument(
+                "--if-new",
+                action="store_true",
+                help="measure only when the release the hosts serve has no successful benchmark in the history yet; "
+                "else say which run measured it and print its stored figures",
             )
         if command in ("redeploy", "rollback"):
             parser.add_argument(
@@ -366,6 +372,16 @@ def run_command(args: argparse.Namespace) -> int:
         else:
             sweep_text = getattr(args, "sweep", None)
             sweep = benchmark_sweep.parse_concurrencies(sweep_text) if sweep_text is not None else None
+            if getattr(args, "if_new", False):
+                if sweep is not None or args.limit:
+                    raise InputError("--if-new measures the whole profile on every host: not with --sweep or --limit")
+                reused = benchmark_reuse.reusable_benchmark(
+                    deployment.history(), deployment.current_release(), deployment.results_dir()
+                )
+                if reused is not None:
+                    display.close()
+                    print(json.dumps(reused.to_dict(), indent=2) if args.json else reused.text())
+                    return 0
             handle = deployment.start(command, sweep=sweep, limit=args.limit, on_event=display.handle)
         try:
             while True:
