@@ -111,13 +111,14 @@ class InstanceLifecycle:
 
     # ------------------------------------------------------------------------------------------ reading
 
-    def live_named(self, name):
-        found = [
+    def live_named(self, name=None, prefix=None):
+        """The live instances named `name`, or whose names start with `prefix`."""
+        return [
             instance
             for instance in self.client.list_instances()
-            if instance.get("name") == name and instance.get("status") in LIVE
+            if instance.get("status") in LIVE
+            and (instance.get("name") == name if prefix is None else (instance.get("name") or "").startswith(prefix))
         ]
-        return found
 
     def _ruleset_id(self, name, region):
         for ruleset in self.client.request("GET", "/api/v1/firewall-rulesets"):
@@ -301,8 +302,13 @@ def ensure_present(lifecycle, params, check_mode=False):
 
 
 def ensure_absent(lifecycle, params, check_mode=False):
-    check_name(params["name"])
-    live = lifecycle.live_named(params["name"])
+    """Terminate the live instances named `name` (or, with `name_prefix`, every one whose name starts with it)."""
+    if params.get("name_prefix"):
+        check_name(params["name_prefix"], "name_prefix")
+        live = lifecycle.live_named(prefix=params["name_prefix"])
+    else:
+        check_name(params["name"])
+        live = lifecycle.live_named(params["name"])
     result = {"changed": bool(live), "terminated_ids": [instance["id"] for instance in live], "instance": None}
     if not live or check_mode:
         return result

@@ -34,9 +34,13 @@ extends_documentation_fragment:
 options:
   name:
     description: The instance's name, unique among the account's live instances (1-64 letters, digits, C(.),
-      C(_) or C(-)).
+      C(_) or C(-)). Required unless O(name_prefix) is given.
     type: str
-    required: true
+  name_prefix:
+    description:
+      - With O(state=absent) only, instead of O(name), terminate every live instance whose name starts with this
+        (how C(playbooks/lambda_down.yml) ends a deployment of any number of nodes).
+    type: str
   state:
     description: Whether a live instance of this name should exist.
     type: str
@@ -170,7 +174,8 @@ from ansible_collections.glm.deploy.plugins.module_utils.lambda_cloud_module imp
 def main():
     module = AnsibleModule(
         argument_spec=api_argument_spec(
-            name=dict(type="str", required=True),
+            name=dict(type="str"),
+            name_prefix=dict(type="str"),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             region=dict(type="str"),
             instance_type=dict(type="str"),
@@ -187,11 +192,15 @@ def main():
             poll_interval=dict(type="float", default=10),
             launch_interval=dict(type="float", default=12),
         ),
-        required_if=[("state", "present", ["region", "instance_type", "ssh_key_name"])],
+        required_if=[("state", "present", ["name", "region", "instance_type", "ssh_key_name"])],
+        required_one_of=[("name", "name_prefix")],
+        mutually_exclusive=[("name", "name_prefix")],
         supports_check_mode=True,
     )
     client = client_for(module)
     lifecycle = InstanceLifecycle(client, launch_interval=module.params["launch_interval"])
+    if module.params["name_prefix"] and module.params["state"] == "present":
+        module.fail_json(msg="name_prefix is for state: absent; launch each instance by its name")
 
     def act():
         if module.params["state"] == "absent":
