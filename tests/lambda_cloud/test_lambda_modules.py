@@ -245,10 +245,11 @@ def test_a_rate_limited_launch_is_waited_out_and_sent_once(
 
 
 def test_launches_are_spaced_by_the_launch_interval(api: LambdaCloudStandIn, api_key: str, ssh_port: int) -> None:
-    api.launch_interval_s = 0.4  # the stand-in answers 429 to launches closer than this
-    first, _ = run("instance", api, api_key, **instance_args(ssh_port, launch_interval=0.5))
-    second, _ = run("instance", api, api_key, **instance_args(ssh_port, name="glm-2", launch_interval=0.5))
-    assert first["launch_paced_s"] == 0 and 0 < second["launch_paced_s"] <= 0.5
+    api.launch_interval_s = 1.2  # the stand-in answers 429 to launches closer than this
+    spaced = {"launch_interval": 1.5, "wait": False}
+    first, _ = run("instance", api, api_key, **instance_args(ssh_port, **spaced))
+    second, _ = run("instance", api, api_key, **instance_args(ssh_port, name="glm-2", **spaced))
+    assert first["launch_paced_s"] == 0 and 0 < second["launch_paced_s"] <= 1.5
     assert second["rate_limit_waits"] == [] and len(api.instances()) == 2
 
 
