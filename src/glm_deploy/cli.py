@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lock",
     "client_env",
     "schedule",
+    "lambda_cloud",  # up, down
 )
 
 

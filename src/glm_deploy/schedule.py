@@ -410,7 +410,18 @@ def install(
     policy: SchedulePolicy, *, unit_dir: Path = DEFAULT_UNIT_DIR, activate: bool = True
 ) -> InstallResult:
     """Verify and write the units; with systemd running (and `activate`), enable and start the timer."""
-    units = render_units(policy)
+    written, activated, verified, notes = install_units(
+        render_units(policy), policy.timer_name, unit_dir=unit_dir, activate=activate
+    )
+    return InstallResult(policy=policy, files=written, activated=activated, verified=verified, notes=notes)
+
+
+def install_units(
+    units: dict[str, str], timer_name: str, *, unit_dir: Path = DEFAULT_UNIT_DIR, activate: bool = True
+) -> tuple[list[str], bool, bool, list[str]]:
+    """Verify `units` (systemd-analyze), write them atomically into `unit_dir`, and with systemd running (and
+    `activate`) enable and start `timer_name`: (files written, activated, verified, notes). Shared by schedules
+    and the cost guard of `glm-deploy up --max-hours`."""
     verified = verify_units(units) is not None
     notes: list[str] = []
     if not verified:
@@ -429,17 +440,15 @@ def install(
     if not systemd_running():
         notes.append(
             "systemd is not running on this machine (it is not PID 1): the timer is installed but inactive "
-            f"until systemd runs and `systemctl enable --now {policy.timer_name}` is run"
+            f"until systemd runs and `systemctl enable --now {timer_name}` is run"
         )
     elif not activate:
-        notes.append(
-            f"not activated: run `systemctl daemon-reload && systemctl enable --now {policy.timer_name}`"
-        )
+        notes.append(f"not activated: run `systemctl daemon-reload && systemctl enable --now {timer_name}`")
     else:
         _systemctl("daemon-reload")
-        _systemctl("enable", "--now", policy.timer_name)
+        _systemctl("enable", "--now", timer_name)
         activated = True
-    return InstallResult(policy=policy, files=written, activated=activated, verified=verified, notes=notes)
+    return written, activated, verified, notes
 
 
 def _ours(path: Path) -> bool:
