@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import yaml
 from tests.equipment.lambda_api import LambdaCloudStandIn
 
 from glm_deploy import lambda_cloud
-from glm_deploy.cli import main
+from glm_deploy.cli import build_parser, main
 from glm_deploy.errors import InputError
 
 B200 = "gpu_8x_b200_sxm6"
@@ -148,3 +149,11 @@ def test_up_then_up_again_then_down_through_the_cli(
     kept = [path for path in state.rglob("*") if path.is_file()]
     assert kept and not [path for path in kept if api_key in path.read_text(errors="replace")]
     assert api_key not in json.dumps([first, second, down]) + service
+
+
+def test_the_readme_up_command_is_one_the_cli_accepts() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"`GLM_API_KEY=\.\.\. HF_TOKEN=\.\.\. \.venv/bin/glm-deploy (up [^`]+)`", readme)
+    assert found, "the README's Lambda section shows `glm-deploy up`"
+    parsed = build_parser().parse_args(found[1].split())
+    assert parsed.handler.__name__ == "run_up" and parsed.max_hours == 8 and parsed.allow_cidr == ["203.0.113.7/32"]
