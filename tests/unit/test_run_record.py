@@ -101,8 +101,11 @@ def test_the_served_release_is_what_the_hosts_agree_on() -> None:
     # Hosts that only say what they fetched give the commit the branch resolved to.
     fetched = HostReports(releases={"h1": {"model_commit": COMMIT_B}})
     assert fetched.served_release("deploy", expected).model_commit == COMMIT_B
-    # A verify serves nothing new.
-    assert HostReports(releases={"h1": B.to_dict()}).served_release("verify", expected) == expected
+    # A verify serves nothing new: it names the release the hosts report from their own record, else the one the
+    # controller knows of.
+    assert HostReports(releases={"h1": B.to_dict()}).served_release("verify", expected) == B
+    assert HostReports().served_release("verify", expected) == expected
+    assert HostReports().served_release("benchmark", None) is None
 
 
 def test_a_rolled_back_host_does_not_name_the_redeploy_but_the_rollback() -> None:

@@ -109,7 +109,7 @@ def _up(args: argparse.Namespace) -> int:
         return 0
     _print_status(report)
     print("timings (s): " + ", ".join(f"{name} {value}" for name, value in result.timings.items()))
-    print("next: ansible-playbook site.yml -i sandbox")
+    print("next: glm-deploy deploy -i inventories/sandbox   (site.yml, recorded in glm-deploy history)")
     return 0
 
 

@@ -103,7 +103,9 @@ class _Renderer(RenderContext):
         if not pinned:
             self.warnings.append(
                 f"revision {revision!r} of {self.model.hf_repo} is a branch or tag, not a 40-hex commit: "
-                "the weights can change under a redeploy; pin it with option revision=<commit>"
+                "each deploy and redeploy pins the unit to the commit it fetched (one commit for every host of a "
+                "roll), but the next one follows the branch to where it points then; to serve one commit always, "
+                "set option revision=<commit>"
             )
         return revision, pinned
 
