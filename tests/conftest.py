@@ -25,7 +25,6 @@ TIERS = ("unit", "playbook", "sandbox")
 
 # The fleet's tests live here: pytest-xdist's scheduler only sees node ids, so the fleet is named by path.
 FLEET_PATHS = ("tests/deploy/", "tests/molecule/")
-FLEET_LAST = ("tests/deploy/test_service_recovery.py",)
 
 
 def _in_fleet(nodeid: str) -> bool:
@@ -42,10 +41,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid} uses the fleet (the deployment fixture): put it under {' or '.join(FLEET_PATHS)}, "
                 "which one worker runs in order"
             )
-    # The fleet's chain is the longest: it starts first (stable order otherwise). Within it, the tests that restart
-    # the hosts (podman gives a restarted host a new address, which the sandbox inventory does not follow yet) run
-    # last, after Molecule's scenarios, which reach the hosts through that inventory.
-    items.sort(key=lambda item: (not _in_fleet(item.nodeid), item.nodeid.startswith(FLEET_LAST)))
+    # The fleet's chain is the longest: it starts first (stable order otherwise).
+    items.sort(key=lambda item: not _in_fleet(item.nodeid))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

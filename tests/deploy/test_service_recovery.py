@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from tests.equipment.fleet import Deployment, in_host, podman, wait_healthy
+from tests.equipment.fleet import Deployment, host_url, in_host, podman, sandbox_cli, wait_healthy
 
 pytestmark = pytest.mark.sandbox
 
@@ -31,12 +33,25 @@ def test_engine_killed_is_restarted_by_systemd_and_healthy_again(deployment: Dep
     print(f"engine killed -> healthy again in {seconds:.0f} s")
 
 
+def _recorded_address(deployment: Deployment) -> str:
+    """The host's address as `glm-deploy sandbox status` reports it (from the state file the inventory reads)."""
+    status = sandbox_cli("status", "--json", env=deployment.environment, timeout=120)
+    assert status.returncode == 0, status.stderr
+    hosts = {host["name"]: host for host in json.loads(status.stdout)["hosts"]}
+    return str(hosts[deployment.container]["ip"])
+
+
 def test_host_restart_brings_the_endpoint_back(deployment: Deployment) -> None:
-    wait_healthy(deployment.base_url, START_TIMEOUT_S)
+    # The endpoint as the user was given it: the recorded address, not one looked up again after the restart.
+    recorded = _recorded_address(deployment)
+    endpoint = f"http://{recorded}:{deployment.port}"
+    wait_healthy(endpoint, START_TIMEOUT_S)
     restarted = podman("restart", deployment.container, timeout=180)
     assert restarted.returncode == 0, restarted.stderr
 
-    seconds = wait_healthy(deployment.base_url, START_TIMEOUT_S)
+    seconds = wait_healthy(endpoint, START_TIMEOUT_S)
+    assert host_url(deployment.container, deployment.port) == endpoint, "the host came back on another address"
+    assert _recorded_address(deployment) == recorded
     assert _unit_property(deployment, "ActiveState") == "active"
     assert _unit_property(deployment, "UnitFileState") == "enabled"
     print(f"podman restart -> healthy in {seconds:.0f} s")

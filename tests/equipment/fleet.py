@@ -59,7 +59,7 @@ class Deployment:
 
 
 def host_url(container: str, port: int) -> str:
-    # Looked up every time: a restarted container may come back on another address.
+    # Looked up every time, from podman itself (the host restart test compares it with the recorded address).
     template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
     inspected = podman("inspect", "--format", template, container)
     address = inspected.stdout.split()[0] if inspected.returncode == 0 and inspected.stdout.split() else "unknown"

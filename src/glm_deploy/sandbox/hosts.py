@@ -8,6 +8,7 @@ the network and the hub; the image, key, models, hub store and wheelhouse stay c
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import time
@@ -121,23 +122,50 @@ def network_exists() -> bool:
     return completed.returncode == 0
 
 
-def ensure_network() -> str:
-    """The named network (names resolve between hosts there); returns its gateway address."""
+@dataclass(frozen=True)
+class Network:
+    """The sandbox's podman network: the gateway (where the Hub stand-in listens) and the IPv4 subnet."""
+
+    gateway: str
+    subnet: ipaddress.IPv4Network
+
+    def host_address(self, index: int) -> str:
+        """The fixed address of host `index` (1-based): a restarted host comes back on it, so the endpoint printed,
+        the state file and the inventory stay right (podman gives a container without `--ip` a new address on
+        every start)."""
+        address = self.subnet.network_address + HOST_ADDRESS_OFFSET + index
+        if address not in self.subnet or address == self.subnet.broadcast_address:
+            raise SandboxError(f"podman network {sandbox_name()} ({self.subnet}) has no room for host {index}")
+        return str(address)
+
+
+# Host N is at the subnet's address + 10 + N: clear of the gateway (.1) and of podman's own allocations, which
+# begin at .2 and are not used here.
+HOST_ADDRESS_OFFSET = 10
+
+
+def ensure_network() -> Network:
+    """The named network (names resolve between hosts there): its gateway and IPv4 subnet."""
     if not network_exists():
         run(
             ["podman", "network", "create", "--label", f"{CONTAINER_LABEL}={sandbox_name()}", sandbox_name()],
             what=f"creating podman network {sandbox_name()}",
         )
     inspected = _podman_json(["network", "inspect", sandbox_name()], f"inspecting network {sandbox_name()}")
-    for subnet in inspected[0].get("subnets", []):
+    return network_from_inspect(inspected)
+
+
+def network_from_inspect(inspected: list[dict[str, Any]]) -> Network:
+    """The IPv4 gateway and subnet from `podman network inspect`'s JSON."""
+    for subnet in inspected[0].get("subnets", []) if inspected else []:
         gateway = subnet.get("gateway")
-        if gateway and ":" not in gateway:
-            return str(gateway)
+        if gateway and ":" not in gateway and subnet.get("subnet"):
+            return Network(gateway=str(gateway), subnet=ipaddress.IPv4Network(subnet["subnet"], strict=False))
     network = sandbox_name()
-    raise SandboxError(f"podman network {network} has no IPv4 gateway", hint=f"podman network rm {network}")
+    raise SandboxError(f"podman network {network} has no IPv4 subnet", hint=f"podman network rm {network}")
 
 
-def _start_host(name: str, image: str) -> None:
+def _start_host(name: str, image: str, address: str) -> None:
     existing = _container_by_name(name)
     if existing is not None:
         labels = (existing.get("Config") or {}).get("Labels") or {}
@@ -147,9 +175,16 @@ def _start_host(name: str, image: str) -> None:
                 f"a container named {name} exists and was not started by glm-deploy sandbox",
                 hint=f"remove or rename it (podman rm -f {name}) and run `glm-deploy sandbox up` again",
             )
-        if running and existing.get("ImageName") == image:
+        networks = (existing.get("NetworkSettings") or {}).get("Networks") or {}
+        current = (networks.get(sandbox_name()) or {}).get("IPAddress")
+        if running and existing.get("ImageName") == image and current == address:
             return
-        why = "runs an older image" if running else "is stopped"
+        if not running:
+            why = "is stopped"
+        elif existing.get("ImageName") != image:
+            why = "runs an older image"
+        else:
+            why = f"is not on its fixed address {address}"
         progress(f"replacing the stale container {name} (it {why})")
         run(["podman", "rm", "--force", "--time", "5", name], what=f"removing stale container {name}")
     run(
@@ -163,6 +198,8 @@ def _start_host(name: str, image: str) -> None:
             name,
             "--network",
             sandbox_name(),
+            "--ip",
+            address,
             "--label",
             f"{CONTAINER_LABEL}={sandbox_name()}",
             *RUN_OPTIONS,
@@ -297,15 +334,16 @@ def up(
     image = ensure_image(key, timings)
     state = SandboxState(network=sandbox_name(), image=image, ssh_user=SSH_USER, ssh_key=str(key.private))
     result.state = state
-    gateway = ensure_network()
+    network = ensure_network()
+    gateway = network.gateway
 
     wanted = [host_name(index) for index in range(1, hosts + 1)]
     with timed(f"starting {hosts} sandbox host(s)", timings, "hosts_start"):
         for name in sorted(set(sandbox_containers()) - set(wanted)):
             progress(f"removing {name} (beyond --hosts {hosts})")
             run(["podman", "rm", "--force", "--time", "5", name], what=f"removing {name}")
-        for name in wanted:
-            _start_host(name, image)
+        for index, name in enumerate(wanted, start=1):
+            _start_host(name, image, network.host_address(index))
         for name in wanted:
             _wait_for_systemd(name, boot_timeout)
             host = HostState(name=name, ip=_container_ip(name))
