@@ -357,3 +357,15 @@ def test_the_key_is_in_no_output(api: LambdaCloudStandIn, api_key: str, ssh_port
     assert all(api_key not in output for output in outputs)
     missing, _ = run("filesystem", api, None, name="glm-weights", region="us-east-1")
     assert missing["failed"] and missing["msg"].startswith("no Lambda Cloud API key: set LAMBDA_API_KEY")
+
+
+def test_a_launch_goes_unpaced_when_the_pace_file_cannot_be_opened(
+    api: LambdaCloudStandIn, api_key: str, ssh_port: int, tmp_path: Path
+) -> None:
+    fake = FakeTime()
+    client = LambdaCloudClient(api_key, api_url=api.url, sleep=fake.sleep)
+    lifecycle = launch_utils.InstanceLifecycle(
+        client, pace_file=str(tmp_path / "missing" / "pace"), sleep=fake.sleep, clock=fake.clock
+    )
+    result = launch_utils.ensure_present(lifecycle, instance_args(ssh_port, wait=False))
+    assert result["launched"] is True and lifecycle.paced_s == 0 and len(api.instances()) == 1

@@ -103,7 +103,9 @@ class InstanceLifecycle:
         self.client = client
         self.launch_interval = launch_interval
         digest = hashlib.sha256(client.api_url.encode("utf-8")).hexdigest()[:16]
-        self.pace_file = pace_file or os.path.join(tempfile.gettempdir(), "glm-deploy-lambda-launch-%s" % digest)
+        # per user as well: another user's file in a shared /tmp could not be opened for writing
+        default = "glm-deploy-lambda-launch-%s-%s" % (os.getuid() if hasattr(os, "getuid") else "user", digest)
+        self.pace_file = pace_file or os.path.join(tempfile.gettempdir(), default)
         self._sleep = sleep
         self._clock = clock
         self._connect = connect
@@ -180,8 +182,13 @@ class InstanceLifecycle:
         return data["instance_ids"][0]
 
     def _paced(self, launch):
-        """Run `launch` at least `launch_interval` after the last launch from this controller (to this API)."""
-        with open(self.pace_file, "a+") as handle:
+        """Run `launch` at least `launch_interval` after the last launch from this controller (to this API). Without
+        a usable pace file the launch goes unpaced: the client still waits out the API's 429."""
+        try:
+            handle = open(self.pace_file, "a+")  # noqa: SIM115 - closed by the `with` below
+        except OSError:
+            return launch()
+        with handle:
             if fcntl is not None:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file closes
             handle.seek(0)
