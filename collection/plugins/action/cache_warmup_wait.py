@@ -17,7 +17,7 @@ import time
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
-from ansible_collections.glm.deploy.plugins.plugin_utils.async_poll import async_status
+from ansible_collections.glm.deploy.plugins.plugin_utils.async_poll import PollDelays, async_status
 from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports
 
 display = Display()
@@ -61,6 +61,7 @@ class ActionModule(ActionBase):
         label = f"{args.get('label') or 'JIT warm-up'} @ {host}"
         started = time.monotonic()
         last_line = None
+        delays = PollDelays(interval)
         while True:
             status = async_status(self, jid, "status", task_vars)
             if status.get("finished") or status.get("failed") or status.get("unreachable"):
@@ -80,7 +81,7 @@ class ActionModule(ActionBase):
                     "own time limit. Re-run the play to try again (kernels compiled so far are kept), raise "
                     "server_warmup_timeout_s, or set server_warmup: false to let the first start compile",
                 }
-            time.sleep(interval)
+            time.sleep(delays.next())
         async_status(self, jid, "cleanup", task_vars)
         tail = [
             *(status.get("stdout") or "").splitlines()[-output_lines:],

@@ -19,7 +19,7 @@ import time
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
-from ansible_collections.glm.deploy.plugins.plugin_utils.async_poll import async_status
+from ansible_collections.glm.deploy.plugins.plugin_utils.async_poll import PollDelays, async_status
 from ansible_collections.glm.deploy.plugins.plugin_utils.glm_deploy_package import glm_deploy_imports
 
 display = Display()
@@ -66,6 +66,7 @@ class ActionModule(ActionBase):
         label = f"{args.get('label') or 'weights'} @ {host}"
         deadline = time.monotonic() + timeout
         last_lines = None
+        delays = PollDelays(interval)
         while True:
             status = async_status(self, jid, "status", task_vars)
             # A job that ended, or a poll that failed (job file gone, host unreachable), ends the wait.
@@ -92,7 +93,7 @@ class ActionModule(ActionBase):
                     "running on the host: re-run the play to wait again (finished files are kept) or raise "
                     "weights_async_timeout_s",
                 }
-            time.sleep(interval)
+            time.sleep(delays.next())
         async_status(self, jid, "cleanup", task_vars)
         bookkeeping = ["ansible_job_id", "started", "finished", "results_file"]
         if not status.get("failed"):

@@ -11,6 +11,7 @@ import time
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+from ansible_collections.glm.deploy.plugins.plugin_utils.async_poll import PollDelays
 
 display = Display()
 
@@ -61,6 +62,7 @@ class ActionModule(ActionBase):
         started = time.monotonic()
         last_shown = None
         restarts_before = None
+        delays = PollDelays(interval)
         while True:
             elapsed = int(time.monotonic() - started)
             if self._probe(url, status_code, task_vars):
@@ -105,4 +107,4 @@ class ActionModule(ActionBase):
                 progress = f"{elapsed}/{timeout} s, {state.get('SubState', '?')}"
                 display.display(f"  [{host}] {unit} starting ({progress}): {latest[:200]}")
                 last_shown = latest
-            time.sleep(interval)
+            time.sleep(delays.next())

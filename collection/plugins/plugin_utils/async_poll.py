@@ -14,3 +14,22 @@ def async_status(action: Any, jid: str, mode: str, task_vars: dict[str, Any]) ->
         task_vars=task_vars,
     )
     return result
+
+
+# The first poll comes this soon: a job that has nothing to do (a converged re-run) ends in about a second.
+FIRST_POLL_S = 0.5
+
+
+class PollDelays:
+    """Delays between polls: FIRST_POLL_S, then doubling up to `interval` and staying there. A wait that would end
+    right away costs about a second instead of one whole interval, and a wait of hours still polls every `interval`
+    seconds (each poll is an SSH round trip)."""
+
+    def __init__(self, interval: float, first: float = FIRST_POLL_S) -> None:
+        self.interval = max(float(interval), 0.0)
+        self._next = min(first, self.interval)
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.interval)
+        return delay
