@@ -11,6 +11,12 @@ OpenAI-compatible clients (the OpenAI SDKs and most agents built on them) read `
 and `OPENAI_API_KEY`; the model name has no standard variable, `OPENAI_MODEL` is what several agents read.
 
 The key stays in its file: the printed value is `$(cat <file>)`, which the user's shell expands.
+
+Behind TLS (plan option `tls`) the base URLs are https. With `tls: internal` the clients must trust the
+controller's CA (glm_deploy.tls): `SSL_CERT_FILE` (read by Python's ssl defaults and by httpx, under the OpenAI
+and Anthropic Python SDKs), `REQUESTS_CA_BUNDLE` (requests) and `NODE_EXTRA_CA_CERTS` (Node, so Claude Code).
+The first two replace the trusted set rather than add to it, so they name a bundle of the system's CAs plus this
+CA (`ca_bundle`); Node's variable adds, so it names the CA alone.
 """
 
 from __future__ import annotations
@@ -73,6 +79,8 @@ def client_environment(
     served_model_name: str,
     key_file: Path | None,
     scheme: str = "http",
+    ca_file: Path | None = None,
+    ca_bundle: Path | None = None,
 ) -> ClientEnvironment:
     """The environment for `client` to reach the endpoint at `address:port` serving `served_model_name`.
     `key_file` is where the API key is on this machine (None when the endpoint takes no key)."""
@@ -83,6 +91,11 @@ def client_environment(
     check_host("--host", address[1:-1] if address.startswith("[") and address.endswith("]") else address)
     if key_file is not None:
         check_one_line("the API key file", str(key_file))
+    if scheme not in ("http", "https"):
+        raise InputError(f"scheme {clip(scheme)} is not http or https")
+    for label, path in (("the CA file", ca_file), ("the CA bundle", ca_bundle)):
+        if path is not None:
+            check_one_line(label, str(path))
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
     root = f"{scheme}://{host}:{port}"
     notes: list[str] = []
@@ -95,6 +108,11 @@ def client_environment(
             )
     else:
         notes.append("this endpoint takes no API key (api_key_required: false)")
+    trust: dict[str, str] = {}
+    if ca_file is not None:
+        notes.append(f"TLS: the endpoint's certificate is signed by the CA in {ca_file} (the controller's own)")
+        bundle = ca_bundle or ca_file
+        trust = {"SSL_CERT_FILE": str(bundle), "REQUESTS_CA_BUNDLE": str(bundle), "NODE_EXTRA_CA_CERTS": str(ca_file)}
     key = _key_value(key_file)
     if client == "claude-code":
         env = {
@@ -104,6 +122,7 @@ def client_environment(
             "ANTHROPIC_DEFAULT_OPUS_MODEL": served_model_name,
             "ANTHROPIC_DEFAULT_SONNET_MODEL": served_model_name,
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": served_model_name,
+            **trust,
         }
         notes.append("Claude Code calls POST /v1/messages on ANTHROPIC_BASE_URL (the engine must serve it)")
         return ClientEnvironment(
@@ -113,6 +132,7 @@ def client_environment(
         "OPENAI_BASE_URL": f"{root}/v1",
         "OPENAI_API_KEY": key,
         "OPENAI_MODEL": served_model_name,
+        **trust,
     }
     return ClientEnvironment(
         client, f"{root}/v1", served_model_name, str(key_file) if key_file else None, env, notes

@@ -23,6 +23,11 @@ from glm_deploy.render import Plan
 def plan_hash(plan: Plan | Mapping[str, Any]) -> str:
     """sha256 of the plan's canonical JSON: equal plans, equal hashes."""
     document = plan.to_dict() if isinstance(plan, Plan) else dict(plan)
+    if (document.get("tls") or {}).get("mode", "off") == "off" and document.get("engine_port") == document.get("port"):
+        # Without TLS these two say nothing the rest of the plan does not: a plan rendered before they existed is
+        # the same release, so hosts already serving it are not restarted for them.
+        document.pop("tls", None)
+        document.pop("engine_port", None)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -33,6 +33,9 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 # Environment variables never handed to ansible-runner (it would write them into its artifacts).
 SECRET_ENV_PATTERN = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|PRIVATE_KEY)", re.IGNORECASE)
+# Names that match the pattern but hold where a secret is, not the secret: the playbooks' lookups need them to find
+# the same key file, and the CA beside it, as the controller (glm_deploy.credentials, glm_deploy.tls).
+SECRET_PATH_ENV = frozenset({"GLM_API_KEY_FILE"})
 
 _FAILED_EVENTS = {"runner_on_failed", "runner_on_unreachable", "runner_item_on_failed"}
 
@@ -159,7 +162,11 @@ class PlaybookRunner:
 
     def _environment(self, prepared: Mapping[str, str]) -> dict[str, str]:
         """The environment ansible-playbook gets: what ansible-runner prepared, minus secrets, plus our paths."""
-        environment = {name: value for name, value in prepared.items() if not SECRET_ENV_PATTERN.search(name)}
+        environment = {
+            name: value
+            for name, value in prepared.items()
+            if name in SECRET_PATH_ENV or not SECRET_ENV_PATTERN.search(name)
+        }
         # ansible-playbook is installed beside the Python running us (ansible-core is our dependency), whether or
         # not that venv is activated.
         interpreter_bin = str(Path(sys.executable).parent)

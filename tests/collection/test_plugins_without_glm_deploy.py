@@ -33,6 +33,9 @@ CALLS: dict[str, dict[str, object]] = {
     "the glm.deploy.api_key lookup": {
         "ansible.builtin.debug": {"msg": "{{ lookup('glm.deploy.api_key', create=false) | length }}"}
     },
+    "the glm.deploy.tls_cert lookup": {
+        "ansible.builtin.debug": {"msg": "{{ lookup('glm.deploy.tls_cert', host='h1', names=['h1']) | length }}"}
+    },
     "the glm.deploy.gpu_preflight filter": {
         "ansible.builtin.debug": {"msg": "{{ {'gpu': {}} | glm.deploy.gpu_preflight({}) }}"}
     },
@@ -68,6 +71,7 @@ FILES = {
     "lookup/plan.py": ["the glm.deploy.plan lookup"],
     "lookup/catalog.py": ["the glm.deploy.catalog lookup"],
     "lookup/api_key.py": ["the glm.deploy.api_key lookup"],
+    "lookup/tls_cert.py": ["the glm.deploy.tls_cert lookup"],
     "filter/gpu_preflight.py": ["the glm.deploy.gpu_preflight filter"],
     "filter/release.py": ["the glm.deploy.release filter"],
     "filter/container.py": ["the glm.deploy.container_run_argv filter"],

@@ -53,6 +53,8 @@ GOOD_TEXT = {
     "cache_root": "/var/lib/glm-deploy/cache",
     "runtime": "container",
     "cuda_version": "12.8",
+    "tls": "off",
+    "tls_domain": "glm.example.com",
 }
 
 

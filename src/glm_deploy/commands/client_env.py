@@ -12,6 +12,7 @@ from glm_deploy.credentials import api_key_file
 from glm_deploy.deployment import Deployment
 from glm_deploy.errors import GlmDeployError, InputError
 from glm_deploy.render import PlanOptions
+from glm_deploy.tls import ca_bundle, ca_cert_file, tls_dir
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,12 +47,28 @@ def run(args: argparse.Namespace) -> int:
                 f"inventory {deployment.inventory} has no hosts in group glm_servers",
                 hint="start them first (e.g. `glm-deploy sandbox up`), or pass --host ADDRESS",
             )
+        ca_file = ca_bundle_file = None
+        if plan.tls["mode"] == "acme":
+            # The ACME certificate names the domain only.
+            address = str(plan.tls["domain"])
+        elif plan.tls["mode"] == "internal":
+            folder = tls_dir()
+            ca_file = ca_cert_file(folder)
+            if not ca_file.is_file():
+                raise InputError(
+                    f"the endpoint's CA {ca_file} does not exist on this machine yet",
+                    hint="`glm-deploy deploy` makes it (with tls: internal), or copy it there from the controller",
+                )
+            ca_bundle_file = ca_bundle(folder)
         environment = client_environment(
             args.client,
             address=address,
             port=plan.port,
             served_model_name=plan.served_model_name,
             key_file=api_key_file() if options.api_key_required else None,
+            scheme="http" if plan.tls["mode"] == "off" else "https",
+            ca_file=ca_file,
+            ca_bundle=ca_bundle_file,
         )
     except GlmDeployError as error:
         if args.json:

@@ -77,7 +77,13 @@ def format_text(plan: Plan) -> str:
         f"  weights:  {plan.model_repo} @ {plan.model_revision} ({plan.disk_bytes / 10**9:.1f} GB); "
         f"first start may take up to {plan.start_timeout_s // 60} min"
     )
-    lines.append(f"  endpoint: http://{plan.host}:{plan.port}/v1, model name {plan.served_model_name!r}")
+    if plan.tls.get("mode", "off") == "off":
+        lines.append(f"  endpoint: http://{plan.host}:{plan.port}/v1, model name {plan.served_model_name!r}")
+    else:
+        lines.append(f"  endpoint: https://<host>:{plan.port}/v1, model name {plan.served_model_name!r}")
+        lines.append(
+            f"            TLS ({plan.tls['mode']}) by nginx; the engine listens on {plan.host}:{plan.engine_port}"
+        )
     for node in plan.nodes:
         lines.append("")
         lines.append(f"Node {node.rank} ({node.role}):")

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from glm_deploy.catalog import Flags
 from glm_deploy.render.context import RenderContext, present
 from glm_deploy.render.engine import EngineBuild, slug
+from glm_deploy.render.options import engine_port
 from glm_deploy.render.plan import NodePlan, Warmup
 
 
@@ -88,8 +89,9 @@ def render_warmup(
             source=spec.source,
         )
     host, port = present(spec.host, "warmup.host"), present(spec.port, "warmup.port")
-    if port == context.options.port:
-        port += 1  # never the endpoint's own port: the release that serves may hold it
+    taken = {context.options.port, engine_port(context.options)}
+    while port in taken:
+        port += 1  # never the endpoint's own ports: the release that serves (and its TLS terminator) hold them
     replace: dict[str, str | None] = {
         str(context.names[key]): None for key in spec.drop_flags if context.names.get(key)
     }

@@ -39,6 +39,13 @@ _MAX_ARGUMENT_CHARS = 16384
 
 _T = TypeVar("_T")
 
+# off: the engine serves plain HTTP itself; internal: nginx with a certificate from the controller's CA
+# (glm_deploy.tls); acme: nginx with a certificate certbot gets for tls_domain.
+TLS_MODES = ("off", "internal", "acme")
+LOOPBACK = "127.0.0.1"
+_ENGINE_PORT_OFFSET = 10000
+_DNS_NAME = re.compile(r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+
 
 def _option(default: _T, help_text: str, **cli: Any) -> _T:
     """A plan option: its default and the help of its command-line flag (`glm-deploy plan`). `cli` holds what the
@@ -54,9 +61,17 @@ class PlanOptions:
     `glm-deploy plan`, read by its type: a new option is declared here once.
     """
 
-    port: int = _option(DEFAULT_PORT, f"API port (default {DEFAULT_PORT})")
-    # An endpoint is meant to be reached; the API key and the firewall guard it.
-    host: str = _option("0.0.0.0", "address to listen on (default 0.0.0.0)")  # noqa: S104
+    port: int = _option(DEFAULT_PORT, f"API port clients use (default {DEFAULT_PORT}; the TLS port behind tls)")
+    # Unset: every address without TLS (the API key and the firewall guard it), loopback behind the TLS terminator.
+    host: str | None = _option(None, "address the engine listens on (default 0.0.0.0; 127.0.0.1 behind tls)")
+    tls: str = _option(
+        "off",
+        "TLS terminator (nginx) in front of the engine: internal (a CA the controller makes), acme "
+        "(certbot, needs tls_domain) or off (default)",
+        choices=TLS_MODES,
+    )
+    tls_domain: str | None = _option(None, "DNS name of the endpoint, in its certificate (acme needs it)")
+    engine_port: int | None = _option(None, "port the engine listens on behind tls (default: port + 10000)")
     served_name: str | None = _option(None, "model name clients send (default: the catalog name)")
     max_model_len: int | None = _option(None, "context length cap")
     max_num_seqs: int | None = _option(None, "concurrent sequences cap")
@@ -151,6 +166,56 @@ def _coerce_option(name: str, value: Any) -> Any:
     return value
 
 
+def engine_host(options: PlanOptions) -> str:
+    """The address the engine listens on: the option, else loopback behind TLS, else every address."""
+    if options.host is not None:
+        return options.host
+    return LOOPBACK if options.tls != "off" else "0.0.0.0"  # noqa: S104 - the API key and the firewall guard it
+
+
+def engine_port(options: PlanOptions) -> int:
+    """The port the engine listens on: the API port without TLS; behind TLS `engine_port`, else port + 10000
+    (port - 10000 near the top of the range), so that nginx can hold the API port on every address."""
+    if options.tls == "off":
+        return options.port
+    if options.engine_port is not None:
+        return options.engine_port
+    offset = _ENGINE_PORT_OFFSET if options.port + _ENGINE_PORT_OFFSET <= 65535 else -_ENGINE_PORT_OFFSET
+    return options.port + offset
+
+
+def check_tls_options(options: PlanOptions) -> None:
+    """Refuse a TLS setting that cannot work or would leave the engine reachable without TLS."""
+    if options.tls not in TLS_MODES:
+        raise InputError(f"tls {clip(options.tls)} is not a TLS mode", hint=f"one of: {', '.join(TLS_MODES)}")
+    if options.tls_domain is not None:
+        check_pattern(
+            "tls_domain", options.tls_domain, _DNS_NAME, "a DNS name", "e.g. glm.example.com (not an IP address)"
+        )
+    if options.tls == "acme" and options.tls_domain is None:
+        raise InputError(
+            "tls acme needs tls_domain, the DNS name the certificate is for",
+            hint="set tls_domain to a name whose A record points at the host, or use tls: internal",
+        )
+    if options.engine_port is not None:
+        if options.tls == "off":
+            raise InputError(
+                "engine_port applies only behind TLS (tls internal or acme)",
+                hint="without TLS the engine listens on port; drop engine_port",
+            )
+        if not 1 <= options.engine_port <= 65535 or options.engine_port == options.port:
+            raise InputError(
+                f"engine_port {options.engine_port} must be a TCP port other than port {options.port}",
+                hint="nginx holds port on every address; the engine needs a port of its own on loopback",
+            )
+    if options.tls != "off" and options.host is not None and options.host not in (LOOPBACK, "::1", "localhost"):
+        raise InputError(
+            f"host {clip(options.host)} with tls {options.tls} would serve the engine without TLS there",
+            hint="drop host: behind TLS the engine listens on 127.0.0.1 (a multi-node plan's peers meet at "
+            "head_address, which is not this address)",
+        )
+
+
 def extra_flag_names(extra_args: Sequence[str]) -> list[str]:
     return [arg.split("=", 1)[0] for arg in extra_args if arg.startswith("--")]
 
@@ -191,7 +256,9 @@ def check_options(options: PlanOptions, model: ModelSpec, engine: EngineSpec) ->
         "usable as a model and unit name",
         "use letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit)",
     )
-    check_host("host", options.host)
+    if options.host is not None:
+        check_host("host", options.host)
+    check_tls_options(options)
     if options.mem_fraction is not None and not 0 < options.mem_fraction <= 1:
         raise InputError(
             f"mem_fraction {options.mem_fraction} is out of range",

@@ -93,8 +93,12 @@ class Plan:
     native: dict[str, Any] | None
     served_model_name: str
     unit_name: str
+    # The engine listens on host:engine_port; clients use port, which is the TLS terminator's when tls.mode is
+    # not "off" (glm.deploy.tls_proxy) and the engine's own otherwise (then engine_port == port).
     host: str
     port: int
+    engine_port: int
+    tls: dict[str, Any]
     model_repo: str
     model_revision: str
     revision_pinned: bool

@@ -16,7 +16,7 @@ from glm_deploy.render.context import RenderContext, check_nodes, known, present
 from glm_deploy.render.engine import EngineBuild, engine_build
 from glm_deploy.render.gates import benchmark_workload, quality_gate, speculative_method
 from glm_deploy.render.jit import caches, render_warmup, warmup_env
-from glm_deploy.render.options import PlanOptions, check_options, check_text_options
+from glm_deploy.render.options import PlanOptions, check_options, check_text_options, engine_host, engine_port
 from glm_deploy.render.plan import ContainerSpec, Explanation, Mount, NodePlan, Plan, SecretFile
 from glm_deploy.validation import COMMIT, check_revision, clip, control_character
 
@@ -405,8 +405,8 @@ def render_plan(
     revision, revision_pinned = renderer.revision()
     flags, env = renderer.flags(revision, tensor_parallel, pipeline_parallel, speculative)
     flags[str(renderer.names["served_name"])] = served_name
-    flags[str(renderer.names["host"])] = options.host
-    flags[str(renderer.names["port"])] = str(options.port)
+    flags[str(renderer.names["host"])] = engine_host(options)
+    flags[str(renderer.names["port"])] = str(engine_port(options))
     secret_env, secret_files = renderer.secrets(flags, served_name)
     renderer.check_extra_args(flags, extra_flags)
     cache_env, cache_dirs, cache_kinds = caches(renderer, build, flags, tensor_parallel)
@@ -442,8 +442,10 @@ def render_plan(
         native=build.native,
         served_model_name=served_name,
         unit_name=f"glm-{served_name}.service",
-        host=options.host,
+        host=engine_host(options),
         port=options.port,
+        engine_port=engine_port(options),
+        tls={"mode": options.tls, "domain": options.tls_domain},
         model_repo=model_spec.hf_repo,
         model_revision=revision,
         revision_pinned=revision_pinned,
