@@ -20,7 +20,7 @@ name: project_dir
 short_description: The project folder of a run, from the folder of its playbook
 description:
   - The folder above the playbook's folder, except for a playbook inside an C(ansible_collections) tree (the
-    collection's own, run as C(glm.deploy.site)): then the folder ansible-playbook runs in.
+    collection's own, run as C(glm.deploy.site)), whose project folder is the one ansible-playbook runs in.
 options:
   _input:
     description: The play's C(playbook_dir).
