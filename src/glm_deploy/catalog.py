@@ -24,6 +24,7 @@ from glm_deploy.catalog_types import (
     RUNTIMES,
     VENDORS,
     WARMUP_NEEDS,
+    WEIGHTS_PLACEMENTS,
     AcceptanceFloor,
     ApiKeySpec,
     BenchmarkProfile,
@@ -43,6 +44,7 @@ from glm_deploy.catalog_types import (
     NativeSpec,
     Parsers,
     QualitySpec,
+    SharedFilesystemWeights,
     SpeculativeEngine,
     SpeculativeSpec,
     TransformersUpgrade,
@@ -459,6 +461,21 @@ def _check_references(catalog: Catalog) -> None:
                 raise CatalogError(f"catalog entry {where} names unknown engine {reference.engine!r}")
 
 
+def _shared_filesystem_weights(reader: Reader) -> SharedFilesystemWeights:
+    spec = read_fields(SharedFilesystemWeights, reader)
+    if spec.placement not in WEIGHTS_PLACEMENTS:
+        raise CatalogError(
+            f"catalog entry {reader.where}.placement is {spec.placement!r}; built: {', '.join(WEIGHTS_PLACEMENTS)}"
+        )
+    parts = spec.hf_home_folder.split("/")
+    if not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in parts):
+        raise CatalogError(
+            f"catalog entry {reader.where}.hf_home_folder {spec.hf_home_folder!r} must be a relative folder of "
+            "letters, digits and ._- (no '..', no leading '/')"
+        )
+    return spec
+
+
 def _read_yaml(directory: Path | None, filename: str) -> dict[str, Any]:
     if directory is None:
         text = resources.files("glm_deploy").joinpath("catalog", filename).read_text(encoding="utf-8")
@@ -497,6 +514,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
         engines={name: _engine(name, entry) for name, entry in top.items("engines")},
         hardware={name: _hardware(name, entry) for name, entry in top.items("hardware")},
         cuda_driver_minimum=cuda_driver_minimum,
+        shared_filesystem_weights=_shared_filesystem_weights(top.sub("shared_filesystem_weights")),
         raw=raw,
     )
     _check_references(catalog)

@@ -205,6 +205,24 @@ class HardwareSpec:
 
 
 @dataclass(frozen=True)
+class SharedFilesystemWeights:
+    """Where the weights go on a host with a shared network filesystem attached (a Lambda filesystem, mounted at
+    /lambda/nfs/<name>; the inventory's glm_filesystem_mount): `placement` is the one chosen, `alternative` the one
+    not taken, `measured` whether load speed decided it, `hf_home_folder` the HF cache's folder under the mount."""
+
+    placement: str
+    alternative: str
+    measured: bool
+    hf_home_folder: str
+    why: str
+    source: str
+
+
+# What shared_filesystem_weights.placement may be: the HF cache kept on the filesystem itself is the one built.
+WEIGHTS_PLACEMENTS = ("hf_cache_on_filesystem",)
+
+
+@dataclass(frozen=True)
 class SpeculativeEngine:
     args: Flags
     env: dict[str, str]
@@ -303,6 +321,7 @@ class Catalog:
     engines: dict[str, EngineSpec]
     hardware: dict[str, HardwareSpec]
     cuda_driver_minimum: dict[str, int]
+    shared_filesystem_weights: SharedFilesystemWeights
     raw: dict[str, Any] = field(repr=False)
 
     def hardware_for_lambda_instance_type(self, instance_type: str) -> HardwareSpec | None:

@@ -42,6 +42,7 @@ from glm_deploy.inventory import InventoryView, read_inventory, resolve_inventor
 from glm_deploy.lock import ControllerLock, current_holder
 from glm_deploy.release import Release, resolve_model_commit
 from glm_deploy.render import Plan, PlanOptions, render_plan
+from glm_deploy.render.options import options_on_filesystem
 from glm_deploy.run_arguments import TARGET_SETTINGS, check_floor, check_serial, check_target
 from glm_deploy.run_handle import EventHandler, RunHandle, RunOutcome
 from glm_deploy.run_record import (
@@ -160,6 +161,10 @@ class Deployment:
         variables = self.inventory_view().vars_for() if needs_inventory else {}
         options = self._options_mapping(variables.get("glm_options"))
         options.update({key: value for key, value in target.items() if key not in TARGET_SETTINGS})
+        mount = variables.get("glm_filesystem_mount")
+        if mount:
+            # As the plan role does: the HF cache on the host's shared filesystem, unless hf_home is chosen.
+            options = options_on_filesystem(options, mount, self._loaded_catalog().shared_filesystem_weights)
         chosen: dict[str, Any] = {
             "model": target.get("model") or self.model or variables.get("glm_model"),
             "engine": target.get("engine") or self.engine or variables.get("glm_engine"),
@@ -184,16 +189,19 @@ class Deployment:
         """The rendered plan, or the plan a redeploy to `to` would serve (no I/O beyond reading the inventory
         and the catalog)."""
         chosen = self.settings(to)
-        if self._catalog is None:
-            self._catalog = load_catalog()
         return render_plan(
-            self._catalog,
+            self._loaded_catalog(),
             model=chosen["model"],
             engine=chosen["engine"],
             hardware=chosen["hardware"],
             nodes=chosen["nodes"],
             options=PlanOptions.from_mapping(chosen["options"]),
         )
+
+    def _loaded_catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog()
+        return self._catalog
 
     def hf_endpoint(self) -> str | None:
         """The Hub the hosts download from: the inventory's glm_hf_endpoint, else $HF_ENDPOINT."""

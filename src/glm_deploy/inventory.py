@@ -73,6 +73,18 @@ def _hosts_of(data: dict[str, Any], group: str, seen: set[str]) -> list[str]:
     return hosts
 
 
+def plain(value: Any) -> Any:
+    """`value` without ansible-inventory's marks of untrusted text: ansible-core 2.19 lists a string an inventory
+    plugin got from outside (the Lambda API's addresses and names) as {"__ansible_unsafe": text}."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
 def read_inventory(inventory: str | Path, *, project_dir: Path | None = None) -> InventoryView:
     """Run `ansible-inventory` on `inventory` and return its `glm_servers` view."""
     path = resolve_inventory(inventory, project_dir)
@@ -103,7 +115,7 @@ def read_inventory(inventory: str | Path, *, project_dir: Path | None = None) ->
             f"ansible-inventory could not read inventory {str(path)!r}: {completed.stderr.strip()[-800:]}",
             hint="check the inventory with `ansible-inventory -i PATH --list`",
         )
-    data = json.loads(completed.stdout)
+    data = plain(json.loads(completed.stdout))
     group = data.get(GROUP) or {}
     group_vars = dict((data.get("all") or {}).get("vars") or {})
     group_vars.update(group.get("vars") or {})

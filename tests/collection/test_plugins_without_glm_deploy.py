@@ -42,6 +42,9 @@ CALLS: dict[str, dict[str, object]] = {
     "the glm.deploy.release filter": {
         "ansible.builtin.debug": {"msg": "{{ {'model': 'glm-tiny'} | glm.deploy.release }}"}
     },
+    "the glm.deploy.options_on_filesystem filter": {
+        "ansible.builtin.debug": {"msg": "{{ {} | glm.deploy.options_on_filesystem('/lambda/nfs/weights') }}"}
+    },
     "the glm.deploy.container_run_argv filter": {
         "ansible.builtin.debug": {"msg": "{{ {} | glm.deploy.container_run_argv(node={}, env_file='/tmp/env') }}"}
     },
@@ -75,6 +78,7 @@ FILES = {
     "filter/gpu_preflight.py": ["the glm.deploy.gpu_preflight filter"],
     "filter/release.py": ["the glm.deploy.release filter"],
     "filter/container.py": ["the glm.deploy.container_run_argv filter"],
+    "filter/plan_options.py": ["the glm.deploy.options_on_filesystem filter"],
     "filter/systemd.py": [
         "the glm.deploy.systemd_escape_word filter",
         "the glm.deploy.systemd_command_line filter",

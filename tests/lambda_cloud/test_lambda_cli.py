@@ -18,7 +18,7 @@ import pytest
 import yaml
 from tests.equipment.lambda_api import LambdaCloudStandIn
 
-from glm_deploy import lambda_cloud
+from glm_deploy import lambda_cloud, lambda_status
 from glm_deploy.cli import build_parser, main
 from glm_deploy.errors import InputError
 
@@ -135,12 +135,17 @@ def test_up_then_up_again_then_down_through_the_cli(
             monkeypatch.delenv("LAMBDA_API_KEY", raising=False)
             assert main([*up, "--max-hours", "3", "--unit-dir", str(units)]) == 0
             first = json.loads(capsys.readouterr().out)
+            # `status` takes the uptime from here: the launch up made, from the runner's events
+            launched = lambda_status.read_launches(state)
             assert main(up) == 0
             second = json.loads(capsys.readouterr().out)
+            assert lambda_status.read_launches(state) == launched  # a second up launches nothing
             assert main(["down", *common]) == 0
             down = json.loads(capsys.readouterr().out)
+            assert lambda_status.read_launches(state) == {}  # down forgets what it terminated
             statuses = {instance.name: instance.status for instance in api.instances()}
     assert [(instance["name"], instance["ip"]) for instance in first["instances"]] == [("glm-1", "127.0.0.1")]
+    assert [(record["name"], bool(record["launched_at"])) for record in launched.values()] == [("glm-1", True)]
     assert first["changed"] > 0 and second["changed"] == 0
     assert first["cost_guard"]["timer"] == "glm-deploy-lambda-down-glm.timer"
     service = (units / "glm-deploy-lambda-down-glm.service").read_text()

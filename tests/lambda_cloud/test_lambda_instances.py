@@ -95,7 +95,9 @@ def test_host_variables_of_an_active_instance(lambda_instances: Any, instances: 
     assert variables["lambda_file_system_mounts"] == [
         {"mount_point": "/lambda/nfs/my-filesystem", "file_system_id": "a098b0c7ff041399e34823a0be62549"}
     ]
-    assert set(variables) - {"ansible_host", "glm_private_ip", "glm_hardware"} == {
+    assert variables["glm_filesystem_mount"] == "/lambda/nfs/my-filesystem"
+    glm_variables = {"ansible_host", "glm_private_ip", "glm_hardware", "glm_filesystem_name", "glm_filesystem_mount"}
+    assert set(variables) - glm_variables == {
         name for name in variables if name.startswith("lambda_")
     }
     text = repr(variables)

@@ -20,6 +20,12 @@ description:
     C(lambda_firewall_ruleset_ids)), plus C(ansible_host) (the public IP), C(glm_private_ip) (the private IP, which
     multi-node plans use between nodes) and C(glm_hardware) (the catalog's hardware of the instance type, e.g.
     C(gpu_8x_b200_sxm6) is C(b200)). The instance's JupyterLab token and URL are never kept.
+  - An instance with a Lambda filesystem attached also gets C(glm_filesystem_name) (the first of its
+    C(file_system_names)) and C(glm_filesystem_mount) (its mount point from C(file_system_mounts), else Lambda's
+    default C(/lambda/nfs/<name>)). The glm.deploy.plan role then keeps the Hugging Face cache on that filesystem
+    (option C(hf_home) becomes C(<mount>/glm-deploy/hf) unless the inventory sets it), so a relaunch in the same
+    region finds the weights there. A filesystem name outside Lambda's pattern (letters first, then letters, digits
+    or C(-)) or a mount point outside C(/home), C(/lambda/nfs) and C(/data) is refused, since it reaches a path.
   - An instance whose type the catalog does not map to hardware is refused with a message naming the type; leave
     it out with O(instance_types) or O(name_prefix).
   - Hosts are added in the order of their names (then ids), so a multi-node plan's ranks stay the same from one

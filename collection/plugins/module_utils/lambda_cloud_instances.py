@@ -12,6 +12,7 @@ nothing here imports glm_deploy.
 from __future__ import absolute_import, division, print_function
 
 import copy
+import re
 
 __metaclass__ = type
 
@@ -21,6 +22,13 @@ HOSTNAME_SOURCES = ("name", "id")
 VARIABLE_PREFIX = "lambda_"
 # These log into the instance's JupyterLab: they are dropped before an instance reaches a variable or a cache.
 SECRET_FIELDS = ("jupyter_token", "jupyter_url")
+# A filesystem's name reaches a path on the host (its default mount point is /lambda/nfs/<name>), so it is checked:
+# the pattern and maxLength of POST /filesystems' name in Lambda's OpenAPI description (as lambda_cloud_resources).
+FILESYSTEM_NAME = re.compile(r"[a-zA-Z]+[0-9a-zA-Z-]*")
+FILESYSTEM_NAME_MAX = 60
+FILESYSTEM_MOUNT_ROOT = "/lambda/nfs/"
+# RequestedFilesystemMountEntry.mount_point's pattern (a mount point chosen at launch), without '..' or '//'.
+MOUNT_POINT = re.compile(r"(/home|/lambda/nfs|/data)(/[a-zA-Z0-9-]+)*")
 
 
 class InstanceError(ValueError):
@@ -112,10 +120,43 @@ def hardware_of(instance, hardware_by_type):
     )
 
 
+def filesystem_of(instance):
+    """(name, mount point) of the filesystem the instance keeps its weights on, or (None, None) without one.
+
+    The first of `file_system_names` (`glm-deploy up` attaches one); its mount point is the one
+    `file_system_mounts` gives when the instance lists exactly one filesystem and one mount, else Lambda's default
+    /lambda/nfs/<name>. Both become a path on the host, so a name or mount point outside what the API accepts is
+    refused rather than used."""
+    names = instance.get("file_system_names") or []
+    if not names:
+        return None, None
+    name = names[0]
+    if not isinstance(name, str) or len(name) > FILESYSTEM_NAME_MAX or not FILESYSTEM_NAME.fullmatch(name):
+        raise InstanceError(
+            "Lambda instance %r (id %s) has the filesystem %r attached, which is not a Lambda filesystem name "
+            "(letters first, then letters, digits or '-', at most %d characters): its name would reach a path on "
+            "the host, so the inventory refuses it; detach it, or leave the instance out with name_prefix"
+            % (instance.get("name") or "", instance.get("id"), name, FILESYSTEM_NAME_MAX)
+        )
+    mounts = instance.get("file_system_mounts") or []
+    if len(names) == 1 and len(mounts) == 1 and isinstance(mounts[0], dict):
+        mount = mounts[0].get("mount_point")
+        if not isinstance(mount, str) or not MOUNT_POINT.fullmatch(mount):
+            raise InstanceError(
+                "Lambda instance %r (id %s) mounts its filesystem at %r, which is not a mount point Lambda accepts "
+                "(/home, /lambda/nfs or /data, then letters, digits or '-' between single '/'): the inventory refuses "
+                "it" % (instance.get("name") or "", instance.get("id"), mount)
+            )
+        return name, mount
+    return name, FILESYSTEM_MOUNT_ROOT + name
+
+
 def host_variables(instance, hardware_by_type):
     """The variables of the instance's host: the instance's fields with the prefix `lambda_` (nested region and
     instance type flattened, tags as a mapping, secrets left out), `ansible_host` (public IP), `glm_private_ip`
-    (private IP) and `glm_hardware` (the catalog's hardware of its type). An address the API does not give yet (a
+    (private IP), `glm_hardware` (the catalog's hardware of its type) and, with a filesystem attached,
+    `glm_filesystem_name` and `glm_filesystem_mount` (`filesystem_of`), where the plan keeps the HF cache so the
+    weights outlive the instance. An address the API does not give yet (a
     booting instance) is left out rather than set empty."""
     region = instance.get("region") or {}
     instance_type = instance.get("instance_type") or {}
@@ -145,4 +186,8 @@ def host_variables(instance, hardware_by_type):
     if instance.get("private_ip"):
         variables["glm_private_ip"] = instance["private_ip"]
     variables["glm_hardware"] = hardware_of(instance, hardware_by_type)
+    filesystem, mount = filesystem_of(instance)
+    if filesystem is not None:
+        variables["glm_filesystem_name"] = filesystem
+        variables["glm_filesystem_mount"] = mount
     return variables

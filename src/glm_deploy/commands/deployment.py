@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from glm_deploy import benchmark_report, benchmark_reuse, benchmark_sweep, stack_lock
+from glm_deploy import benchmark_report, benchmark_reuse, benchmark_sweep, lambda_status, stack_lock
 from glm_deploy.deployment import Deployment
 from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
 from glm_deploy.history import HistoryEntry
@@ -124,9 +124,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     status = subparsers.add_parser(
         "status",
-        help="what the controller knows: current release, each host's last run, the lock",
+        help="what the controller knows: current release, each host's last run, the lock, Lambda instances",
         description="Show the current release (the last successful deploy), each host's last run and who "
-        "holds the controller lock. No host is contacted.",
+        "holds the controller lock. No host is contacted. With a Lambda inventory (or instances `glm-deploy up` "
+        "launched), also each instance's type, region, uptime and hourly price (GET /instance-types; the key "
+        "from LAMBDA_API_KEY or LAMBDA_API_KEY_FILE).",
     )
     add_common_arguments(status)
     status.set_defaults(handler=show_status)
@@ -465,11 +467,17 @@ def sweep_summary(written: benchmark_report.WrittenReport) -> str:
 
 def show_status(args: argparse.Namespace) -> int:
     try:
-        status = _deployment(args).status()
+        deployment = _deployment(args)
+        status = deployment.status()
     except GlmDeployError as error:
         return _fail(args, "status", error)
+    # Lambda inventories and `glm-deploy up`'s record add each instance's type, region, uptime and price.
+    cloud = lambda_status.status_for(deployment.inventory, deployment.state_dir)
     if args.json:
-        print(json.dumps(status.to_dict(), indent=2))
+        document = status.to_dict()
+        if cloud is not None:
+            document["lambda"] = cloud.to_dict()
+        print(json.dumps(document, indent=2))
         return 0
     lines = [f"inventory {status.inventory} (state in {status.state_dir})"]
     if status.current_release is not None:
@@ -492,6 +500,8 @@ def show_status(args: argparse.Namespace) -> int:
         release = f"; serves {host.release.release_id}" if host.release else ""
         lines.append(f"  {host.host} ({host.address}): {last}{release}")
         lines.append(f"    {caches_text(host)}")
+    if cloud is not None:
+        lines += lambda_status.describe(cloud)
     print("\n".join(lines))
     return 0
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from glm_deploy import lambda_cloud, schedule
+from glm_deploy import lambda_cloud, lambda_status, schedule
 from glm_deploy.commands.deployment import error_document
 from glm_deploy.credentials import controller_secrets
 from glm_deploy.deployment import default_state_dir
@@ -99,6 +99,14 @@ def _fail(command: str, args: argparse.Namespace, error: GlmDeployError) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    state_dir = args.state_dir or default_state_dir()
+    # Every event, kept so that an `up` that fails after a launch still records it (status shows its uptime).
+    seen: list[dict[str, Any]] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        seen.append(event)
+        _progress(event)
+
     try:
         settings = lambda_cloud.LambdaUp(
             region=args.region,
@@ -132,12 +140,16 @@ def run_up(args: argparse.Namespace) -> int:
             key=key,
             extravars=settings.extravars(),
             inventory=args.inventory,
-            state_dir=args.state_dir or default_state_dir(),
+            state_dir=state_dir,
             secrets=None if args.no_deploy else controller_secrets(create_api_key=True),
-            on_event=_progress,
+            on_event=on_event,
         )
     except GlmDeployError as error:
         return _fail("up", args, error)
+    finally:
+        # When each instance was launched, for the uptime `glm-deploy status` shows (the API does not say).
+        if seen:
+            lambda_status.record_launches(state_dir, seen)
     instances = lambda_cloud.instances_from_events(events)
     head = next((instance for instance in instances if instance.get("ip")), None)
     document = {
@@ -192,6 +204,7 @@ def run_down(args: argparse.Namespace) -> int:
         for event in events
         for instance_id in (((event.get("event_data") or {}).get("res") or {}).get("terminated_ids") or [])
     ]
+    lambda_status.forget_launches(state_dir, terminated)
     document = {
         "command": "down",
         "ok": True,

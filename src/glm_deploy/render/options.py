@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from glm_deploy.catalog import RUNTIMES, EngineSpec, ModelSpec
+from glm_deploy.catalog_types import SharedFilesystemWeights
 from glm_deploy.errors import InputError
 from glm_deploy.validation import IMAGE_REFERENCE, check_host, check_one_line, check_pattern, clip, secret_flag
 
@@ -342,3 +343,32 @@ def check_options(options: PlanOptions, model: ModelSpec, engine: EngineSpec) ->
                 hint="use the option speculative (true/false) instead",
             )
     return served_name, extra_flags
+
+
+# A shared filesystem's mount point on the host (the inventory's glm_filesystem_mount): absolute, single '/' between
+# names of letters, digits and ._-, no '.' or '..' component.
+_MOUNT = re.compile(r"(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,254})+")
+
+
+def options_on_filesystem(
+    options: Mapping[str, Any], mount: object, storage: SharedFilesystemWeights
+) -> dict[str, Any]:
+    """`options` with the HF cache on the shared filesystem mounted at `mount` (the inventory's
+    glm_filesystem_mount; the catalog's shared_filesystem_weights says where under it), so the weights outlive the
+    instance. Unchanged when there is no mount (None or empty) or the options name hf_home themselves: what the
+    inventory chose wins. The plan role (filter glm.deploy.options_on_filesystem) and `Deployment.settings` both
+    call this, so the playbooks and the controller render the same plan."""
+    chosen = dict(options)
+    if mount is None or mount == "" or chosen.get("hf_home") is not None:
+        return chosen
+    if not isinstance(mount, str):
+        raise InputError(f"glm_filesystem_mount must be a path, got {clip(mount)}")
+    check_pattern(
+        "glm_filesystem_mount",
+        mount,
+        _MOUNT,
+        "an absolute mount point",
+        "names of letters, digits and ._- between single '/', no '..', like /lambda/nfs/glm-weights",
+    )
+    chosen["hf_home"] = f"{mount.rstrip('/')}/{storage.hf_home_folder}"
+    return chosen
