@@ -533,9 +533,11 @@ class Deployment:
                 commit = resolve_model_commit(plan, endpoint=endpoint, token=token, timeout_s=10)
         if commit is None:
             return Release.from_plan(plan)
-        if command == "redeploy" and not plan.revision_pinned:
-            # Named after the plan the hosts will serve. The playbook pins it (glm.deploy.plan pin.yml, the one
-            # place a run is pinned): every host of the roll gets the commit its first host fetched.
+        if not plan.revision_pinned:
+            # Named after the plan the hosts will serve: a deploy or redeploy pins it at the commit the weights were
+            # fetched at (glm.deploy.plan pin.yml, the one place a run is pinned; a roll pins every host to its
+            # first host's commit), so the release the hosts report is the pinned plan's. Named after the unpinned
+            # plan, a deploy of a branch never compared equal and `--if-changed` always ran.
             plan = self.plan({**(to or {}), "revision": commit})
         return Release.from_plan(plan, model_commit=commit)
 

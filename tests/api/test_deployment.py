@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from tests.api.conftest import SECRET, Project, files_containing, write_inventory
+from tests.equipment.playbook import REPO
 
 from glm_deploy.deployment import Deployment
 from glm_deploy.errors import GlmDeployError, InputError, RunCancelled, RunError
@@ -192,3 +193,48 @@ def test_history_keeps_the_newest_entries_and_redacts_secrets(tmp_path: Path) ->
     assert [entry.run_id for entry in entries] == ["run-2", "run-3", "run-4"]
     assert entries[0].error == "the key <redacted> was rejected"
     assert SECRET not in (tmp_path / "history.jsonl").read_text()
+
+
+PINNING_DEPLOY = """
+- name: Deploy that pins its plan at the fetched commit and reports that release, as site.yml does
+  hosts: glm_servers
+  gather_facts: false
+  tasks:
+    - name: Count the run
+      ansible.builtin.copy:
+        content: "run\\n"
+        dest: "{{ marker_dir }}/deploy-{{ 99999999 | random }}.json"
+        mode: "0644"
+    - name: Report the release of the plan pinned at the commit the weights were fetched at
+      ansible.builtin.set_fact:
+        glm_release: >-
+          {{ lookup('glm.deploy.plan', model=glm_model, engine=glm_engine, hardware=glm_hardware,
+                    options={'revision': fetched_commit})
+             | glm.deploy.release(model_commit=fetched_commit, venv_lock='sha256-test') }}
+"""
+
+
+def test_if_changed_skips_a_branch_deploy_whose_hosts_serve_the_pinned_plan(project: Project, tmp_path: Path) -> None:
+    """The hosts serve the plan pinned at the commit they fetched (glm.deploy.plan pin.yml), so the release they
+    report is that plan's. A second `deploy --if-changed` of the same branch and commit must find it unchanged."""
+    store = HubStore(tmp_path / "hub")
+    plan_repo = Deployment(project.inventory, state_dir=project.state_dir).plan().model_repo
+    commit = store.publish(plan_repo, {"config.json": b'{"v": 1}'})
+    playbook = tmp_path / "pinning-site.yml"
+    playbook.write_text(PINNING_DEPLOY)
+    # The project sees the collection (its plan lookup and release filter) as a checkout does.
+    (project.root / "collections").symlink_to(REPO / "collections")
+    with HubServer(store) as hub:
+        inventory = write_inventory(
+            tmp_path / "pinning-inventory",
+            group_vars=f"marker_dir: {project.markers}\nglm_hf_endpoint: {hub.url}\nfetched_commit: {commit}\n",
+        )
+        deployment = Deployment(
+            inventory, state_dir=project.state_dir, secrets={"glm_api_key": SECRET}, playbooks={"deploy": playbook}
+        )
+        first = deployment.deploy(if_changed=True)
+        assert first.changed and first.entry.release is not None
+        assert first.entry.release.model_commit == commit
+        second = deployment.deploy(if_changed=True)
+    assert second.entry.status == "unchanged", second.entry
+    assert len(project.deploy_markers()) == 1, "a release the hosts already serve must not run the playbook"
