@@ -25,10 +25,19 @@ TIERS = ("unit", "playbook", "sandbox")
 
 # The fleet's tests live here: pytest-xdist's scheduler only sees node ids, so the fleet is named by path.
 FLEET_PATHS = ("tests/deploy/", "tests/molecule/")
+# The fleet's order: Molecule's default scenario first, on the hosts as the fleet deployed them (its converge then
+# changes nothing, as the idempotence step after it); the deploy tests; the container scenario last, which leaves
+# its host on the container runtime (nothing after it needs the native one back, so nothing converges it back).
+FLEET_ORDER = ("tests/molecule/test_default.py", "tests/deploy/", "tests/molecule/test_container.py")
 
 
 def _in_fleet(nodeid: str) -> bool:
     return nodeid.startswith(FLEET_PATHS)
+
+
+def _fleet_rank(nodeid: str) -> int:
+    """Where a test runs: the fleet's tests in FLEET_ORDER, then every other test (stable order otherwise)."""
+    return next((rank for rank, prefix in enumerate(FLEET_ORDER) if nodeid.startswith(prefix)), len(FLEET_ORDER))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -36,13 +45,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         named = [tier for tier in TIERS if item.get_closest_marker(tier) is not None]
         if not named:
             item.add_marker(pytest.mark.unit)
+        if _in_fleet(item.nodeid) and _fleet_rank(item.nodeid) == len(FLEET_ORDER):
+            raise pytest.UsageError(f"{item.nodeid} is the fleet's: give it a place in FLEET_ORDER (tests/conftest.py)")
         if "deployment" in getattr(item, "fixturenames", ()) and not _in_fleet(item.nodeid):
             raise pytest.UsageError(
                 f"{item.nodeid} uses the fleet (the deployment fixture): put it under {' or '.join(FLEET_PATHS)}, "
                 "which one worker runs in order"
             )
-    # The fleet's chain is the longest: it starts first (stable order otherwise).
-    items.sort(key=lambda item: not _in_fleet(item.nodeid))
+    # The fleet's chain is the longest: it starts first, in FLEET_ORDER (stable order otherwise).
+    items.sort(key=lambda item: _fleet_rank(item.nodeid))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -1,7 +1,7 @@
 """Molecule's container scenario on the fleet's second host: the engine image built inside it (nested podman and
 crun), the tiny model served from it through the container unit template, idempotence, verify, and systemd-analyze
-verify inside the host on the container unit of every hardware profile. The default scenario (test_default.py,
-after this one) converges the host back to the native runtime."""
+verify inside the host on the container unit of every hardware profile. It is the fleet's last test
+(tests/conftest.py, FLEET_ORDER): the host stays on the container runtime."""
 
 from __future__ import annotations
 

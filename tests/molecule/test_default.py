@@ -1,5 +1,6 @@
 """Molecule's default scenario on the fleet: converge site.yml again on both deployed hosts, idempotence (a second
-converge changes nothing), check mode (changes nothing, passes), verify."""
+converge changes nothing), check mode (changes nothing, passes), verify. It is the fleet's first test
+(tests/conftest.py, FLEET_ORDER), on the hosts as the fleet deployed them."""
 
 from __future__ import annotations
 
