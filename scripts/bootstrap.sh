@@ -7,7 +7,8 @@ GLM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GLM_VENV="${GLM_VENV:-$GLM_ROOT/.venv}"
 GLM_EXTRAS="${GLM_EXTRAS:-sandbox}"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+# Each step's line says how long the script has run, so a slow step shows in CI's log.
+log() { printf '\033[1m==> %s\033[0m (at %d s)\n' "$*" "$SECONDS"; }
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
