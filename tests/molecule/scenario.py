@@ -31,6 +31,18 @@ def run_scenario(scenario: str, deployment: Deployment, *, limit: str | None = N
     }
     if limit:
         environment["GLM_MOLECULE_LIMIT"] = limit
+    # Molecule keeps a scenario's state (for one, "prepared") in the project's .ansible across runs; these hosts are
+    # the fleet's, new this session, so an earlier run's state would skip the container scenario's prepare.
+    reset = subprocess.run(
+        [molecule, "reset", "--scenario-name", scenario],
+        cwd=REPO_ROOT / "collection",
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert reset.returncode == 0, f"molecule reset {scenario} failed:\n{(reset.stdout + reset.stderr)[-3000:]}"
     run = subprocess.run(
         [molecule, "test", "--scenario-name", scenario],
         cwd=REPO_ROOT / "collection",
