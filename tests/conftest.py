@@ -24,11 +24,17 @@ TIERS = ("unit", "playbook", "sandbox")
 
 
 # The fleet's tests live here: pytest-xdist's scheduler only sees node ids, so the fleet is named by path.
-FLEET_PATHS = ("tests/deploy/", "tests/molecule/")
+FLEET_PATHS = ("tests/deploy/", "tests/tls/", "tests/molecule/")
 # The fleet's order: Molecule's default scenario first, on the hosts as the fleet deployed them (its converge then
-# changes nothing, as the idempotence step after it); the deploy tests; the container scenario last, which leaves
-# its host on the container runtime (nothing after it needs the native one back, so nothing converges it back).
-FLEET_ORDER = ("tests/molecule/test_default.py", "tests/deploy/", "tests/molecule/test_container.py")
+# changes nothing, as the idempotence step after it); the deploy tests; TLS switched on on the first host (which keeps
+# it); the container scenario last, on the second host, which it leaves on the container runtime (nothing after it
+# needs the native one back, so nothing converges it back).
+FLEET_ORDER = (
+    "tests/molecule/test_default.py",
+    "tests/deploy/",
+    "tests/tls/",
+    "tests/molecule/test_container.py",
+)
 
 
 def _in_fleet(nodeid: str) -> bool:

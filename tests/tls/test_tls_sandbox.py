@@ -1,6 +1,6 @@
-"""TLS in front of the engine, end to end on one sandbox host of its own (sandbox name `tls`): an inventory that
-asks for `tls: internal` (the sandbox inventory plus that option), deployed through the Python API like `glm-deploy
-deploy`, then checked the way a user and an attacker on the network would:
+"""TLS in front of the engine, end to end on the fleet's first host (tests/equipment/fleet.py): an inventory that
+asks for `tls: internal` (the sandbox inventory plus that option), deployed to that host through the Python API like
+`glm-deploy deploy --limit`, then checked the way a user and an attacker on the network would:
 
 - the real OpenAI and Anthropic Python clients stream a chat through TLS, trusting the CA only because of the
   environment `glm-deploy client-env` prints, and chunks arrive as they are generated (nginx does not buffer);
@@ -10,9 +10,9 @@ deploy`, then checked the way a user and an attacker on the network would:
 - the key is in no unit file, command line, nginx file, log or runner artifact; the certificate and its key are
   0600 root on the host.
 
-One module-scoped deployment serves every test (about the cost of one sandbox deploy). GLM_DEPLOY_TLS_SANDBOX=1
-deploys to a sandbox named `tls` that is already up and leaves it up (`GLM_DEPLOY_SANDBOX_NAME=tls glm-deploy
-sandbox up`).
+One module-scoped deploy serves every test: a converged host switched to `tls: internal` (the engine restarted on
+loopback, nginx installed and given its certificate). It runs after the deploy tests and before Molecule's container
+scenario, which uses the second host (FLEET_ORDER in tests/conftest.py); the first host keeps TLS after it.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import secrets
 import shlex
 import socket
 import ssl
-import string
 import subprocess
 import sys
 import time
@@ -35,14 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.equipment.fleet import REPO_ROOT, in_host, sandbox_cli
+from tests.equipment.fleet import REPO_ROOT, Deployment, host_url, in_host
 
 from glm_deploy.deployment import Deployment as DeploymentApi
 from glm_deploy.errors import GlmDeployError
 
 pytestmark = pytest.mark.sandbox
 
-NAME = "tls"
 PORT = 8000
 ENGINE_PORT = 18000
 MODEL = "glm-tiny"
@@ -78,32 +75,25 @@ def _tls_inventory(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tls_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDeployment]:
-    api_key = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
+def tls_deployment(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDeployment]:
+    # The fleet's key, in a key file of this test's own (the CA goes in tls/ beside it, never the developer's).
+    api_key = deployment.api_key
     state = tmp_path_factory.mktemp("tls-controller")
-    # The key file (and so the CA, in tls/ beside it) in this test's own folder, never the developer's.
     key_file = state / "secrets" / "api_key"
     key_file.parent.mkdir(mode=0o700)
     key_file.write_text(api_key + "\n")
     key_file.chmod(0o600)
-    reuse = os.environ.get("GLM_DEPLOY_TLS_SANDBOX") == "1"
-    sandbox_dir = REPO_ROOT / ".cache" / f"sandbox-{NAME}"
-    environment = {
-        **os.environ,
-        "GLM_DEPLOY_SANDBOX_NAME": NAME,
-        "GLM_API_KEY_FILE": str(key_file),
-    }
-    saved = {name: os.environ.get(name) for name in ("GLM_DEPLOY_SANDBOX_NAME", "GLM_API_KEY_FILE")}
-    if not reuse:
-        up = sandbox_cli("up", "--hosts", "1", env=environment)
-        assert up.returncode == 0, f"glm-deploy sandbox up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+    host = deployment.hosts[0]
+    environment = {**deployment.environment, "GLM_API_KEY_FILE": str(key_file)}
+    saved = os.environ.get("GLM_API_KEY_FILE")
     try:
-        # The inventory script and the tls_cert lookup (inside ansible-playbook) read these.
-        os.environ.update({name: environment[name] for name in saved})
-        host = json.loads((sandbox_dir / "state.json").read_text())["hosts"][0]
+        # The tls_cert lookup (inside ansible-playbook) and client-env read it.
+        os.environ["GLM_API_KEY_FILE"] = str(key_file)
         inventory = _tls_inventory(state)
         started = time.monotonic()
-        handle = DeploymentApi(inventory, state_dir=state, secrets={"glm_api_key": api_key}).start("deploy")
+        handle = DeploymentApi(inventory, state_dir=state, secrets={"glm_api_key": api_key}).start(
+            "deploy", limit=host
+        )
         artifacts = state / "runner" / "artifacts"
         failure = None
         try:
@@ -116,17 +106,13 @@ def tls_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDepl
             pytest.fail(f"site.yml with tls internal failed: {failure}\n{output[-6000:]}")
         proxy_s = role_seconds(artifacts, "tls_proxy")
         print(f"deploy with tls internal: {deploy_s:.0f} s, of which tls_proxy {proxy_s:.1f} s")
-        yield TlsDeployment(
-            host["name"], host["ip"], api_key, key_file, inventory, artifacts, output, environment, deploy_s
-        )
+        address = host_url(host, PORT).removeprefix("http://").rsplit(":", 1)[0]
+        yield TlsDeployment(host, address, api_key, key_file, inventory, artifacts, output, environment, deploy_s)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        if not reuse:
-            sandbox_cli("down", env=environment, timeout=300)
+        if saved is None:
+            os.environ.pop("GLM_API_KEY_FILE", None)
+        else:
+            os.environ["GLM_API_KEY_FILE"] = saved
 
 
 def role_seconds(artifacts: Path, role: str) -> float:

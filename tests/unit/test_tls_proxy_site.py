@@ -1,7 +1,7 @@
 """The nginx site glm.deploy.tls_proxy writes, rendered here from the role's own template, defaults and vars with
 Ansible's filters: TLS on the plan's port, the engine on loopback, streaming unbuffered, request limits, the
 Authorization header untouched; and, for ACME, the port-80 challenge server and the certbot command. (nginx -t on
-it runs in the sandbox deployment, tests/tls/test_tls_sandbox.py; no public ACME CA is reachable from here.)"""
+it runs on the fleet's first host, tests/tls/test_tls_sandbox.py; no public ACME CA is reachable from here.)"""
 
 from __future__ import annotations
 
