@@ -24,26 +24,32 @@ TIERS = ("unit", "playbook", "sandbox")
 
 
 # The fleet's tests live here: pytest-xdist's scheduler only sees node ids, so the fleet is named by path.
-FLEET_PATHS = ("tests/deploy/", "tests/tls/", "tests/molecule/")
+FLEET_PATHS = ("tests/deploy/", "tests/tls/", "tests/molecule/test_default.py")
 # The fleet's order: Molecule's default scenario first, on the hosts as the fleet deployed them (its converge then
-# changes nothing, as the idempotence step after it); the deploy tests; TLS switched on on the first host (which keeps
-# it); the container scenario last, on the second host, which it leaves on the container runtime (nothing after it
-# needs the native one back, so nothing converges it back).
-FLEET_ORDER = (
-    "tests/molecule/test_default.py",
-    "tests/deploy/",
-    "tests/tls/",
-    "tests/molecule/test_container.py",
-)
+# changes nothing, as the idempotence step after it); the deploy tests; TLS switched on on the first host last (that
+# host keeps it). Molecule's container scenario is not the fleet's: it brings a sandbox host of its own.
+FLEET_ORDER = ("tests/molecule/test_default.py", "tests/deploy/", "tests/tls/")
 
 
 def _in_fleet(nodeid: str) -> bool:
     return nodeid.startswith(FLEET_PATHS)
 
 
+# The longest module off the fleet starts first on the other worker.
+LONGEST_OFF_FLEET = "tests/molecule/test_container.py"
+
+
 def _fleet_rank(nodeid: str) -> int:
     """Where a test runs: the fleet's tests in FLEET_ORDER, then every other test (stable order otherwise)."""
     return next((rank for rank, prefix in enumerate(FLEET_ORDER) if nodeid.startswith(prefix)), len(FLEET_ORDER))
+
+
+def _order(nodeid: str) -> int:
+    """The fleet's chain first (in FLEET_ORDER), then the longest module off it, then the rest."""
+    rank = _fleet_rank(nodeid)
+    if rank < len(FLEET_ORDER):
+        return rank
+    return rank if nodeid.startswith(LONGEST_OFF_FLEET) else rank + 1
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -58,8 +64,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid} uses the fleet (the deployment fixture): put it under {' or '.join(FLEET_PATHS)}, "
                 "which one worker runs in order"
             )
-    # The fleet's chain is the longest: it starts first, in FLEET_ORDER (stable order otherwise).
-    items.sort(key=lambda item: _fleet_rank(item.nodeid))
+    # The fleet's chain is the longest: it starts first, in FLEET_ORDER, and the container scenario right after it,
+    # so that xdist hands it to the other worker first (stable order otherwise).
+    items.sort(key=lambda item: _order(item.nodeid))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -1,9 +1,10 @@
-"""Runs one Molecule scenario of the collection on the hosts of the fleet (tests/equipment/fleet.py).
+"""Runs one Molecule scenario of the collection on sandbox hosts.
 
 The scenarios bring no hosts of their own: Molecule's default driver with `managed: false` links the sandbox
-inventory, so they converge, check and verify the two hosts that tests/deploy deployed (a re-run, which is what
-idempotence and check mode are about; the first deploy on fresh hosts is the fleet's own). The fleet's API key goes
-in as GLM_API_KEY, so a converge keeps the key the deployment tests know.
+inventory, which lists the hosts of the sandbox that GLM_DEPLOY_SANDBOX_NAME names in the environment given. The
+default scenario runs on the fleet (tests/equipment/fleet.py: a converged re-run, which is what idempotence and check
+mode are about); the container scenario on a one-host sandbox of its own. The API key goes in as GLM_API_KEY, so a
+converge keeps the key the other tests know, and the output is searched for it.
 """
 
 from __future__ import annotations
@@ -15,18 +16,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.equipment.fleet import Deployment
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_scenario(scenario: str, deployment: Deployment, *, limit: str | None = None) -> str:
-    """`molecule test --scenario-name SCENARIO` on the fleet (or the hosts LIMIT names); returns its output."""
+def run_scenario(scenario: str, environment: dict[str, str], api_key: str, *, limit: str | None = None) -> str:
+    """`molecule test --scenario-name SCENARIO` on the sandbox that `environment` names (or the hosts LIMIT names);
+    returns its output."""
     molecule = shutil.which("molecule") or str(Path(sys.executable).parent / "molecule")
     assert Path(molecule).exists(), "molecule is not installed: pip install -e '.[dev]'"
     environment = {
-        **deployment.environment,
-        "GLM_API_KEY": deployment.api_key,
+        **environment,
+        "GLM_API_KEY": api_key,
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     if limit:
@@ -56,5 +56,5 @@ def run_scenario(scenario: str, deployment: Deployment, *, limit: str | None = N
     output = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout + run.stderr)
     # Molecule's closing summary can say "Successful" after a failed idempotence step: judge by the exit code.
     assert run.returncode == 0, f"molecule test {scenario} failed (rc {run.returncode}):\n{output[-8000:]}"
-    assert deployment.api_key not in output, f"the API key appeared in molecule's output of {scenario}"
+    assert api_key not in output, f"the API key appeared in molecule's output of {scenario}"
     return output

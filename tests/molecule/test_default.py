@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.molecule, pytest.mark.sandbox]
 
 
 def test_default_scenario_passes(deployment: Deployment) -> None:
-    output = run_scenario("default", deployment)
+    output = run_scenario("default", deployment.environment, deployment.api_key)
     # Every step of the sequence ran and passed: idempotence (Molecule fails it when the second converge changed
     # anything) and the custom check-mode step (check.yml: check mode passes and changes nothing), on both hosts.
     for action in ("converge", "idempotence", "side_effect", "verify"):

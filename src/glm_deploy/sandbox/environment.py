@@ -25,6 +25,9 @@ STATE_DIR_ENV = "GLM_DEPLOY_SANDBOX_DIR"
 NAME_ENV = "GLM_DEPLOY_SANDBOX_NAME"
 DEFAULT_NAME = "glm-sandbox"
 _NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,30}")
+# The sandbox's podman network takes its name, and podman refuses a network named like one of its network modes
+# (podman-run(1) --network: bridge, none, container, host, ns, private, slirp4netns, pasta).
+_PODMAN_NETWORK_MODES = frozenset({"bridge", "none", "container", "host", "ns", "private", "slirp4netns", "pasta"})
 WHEELHOUSE_DIR_ENV = "GLM_DEPLOY_WHEELHOUSE_DIR"
 
 
@@ -53,6 +56,12 @@ def sandbox_name() -> str:
         raise SandboxError(
             f"{NAME_ENV}={name!r} is not a valid sandbox name",
             hint="use lower-case letters, digits and '-', starting with a letter, at most 31 characters",
+        )
+    if name in _PODMAN_NETWORK_MODES:
+        raise SandboxError(
+            f"{NAME_ENV}={name!r} is one of podman's network modes, which podman refuses as a network name",
+            hint="pick another name (the sandbox's network takes it); taken: "
+            + ", ".join(sorted(_PODMAN_NETWORK_MODES)),
         )
     return name
 
