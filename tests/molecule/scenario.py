@@ -31,27 +31,22 @@ def run_scenario(scenario: str, environment: dict[str, str], api_key: str, *, li
     }
     if limit:
         environment["GLM_MOLECULE_LIMIT"] = limit
-    # Molecule keeps a scenario's state (for one, "prepared") in the project's .ansible across runs; these hosts are
-    # the fleet's, new this session, so an earlier run's state would skip the container scenario's prepare.
-    reset = subprocess.run(
-        [molecule, "reset", "--scenario-name", scenario],
-        cwd=REPO_ROOT / "collection",
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    def molecule_run(action: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [molecule, action, "--scenario-name", scenario],
+            cwd=REPO_ROOT / "collection",
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    # Molecule keeps a scenario's state (for one, "prepared") in the project's .ansible across runs; the hosts are
+    # new this session, so an earlier run's state would skip the container scenario's prepare.
+    reset = molecule_run("reset", 300)
     assert reset.returncode == 0, f"molecule reset {scenario} failed:\n{(reset.stdout + reset.stderr)[-3000:]}"
-    run = subprocess.run(
-        [molecule, "test", "--scenario-name", scenario],
-        cwd=REPO_ROOT / "collection",
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
+    run = molecule_run("test", 3600)
     # Molecule colours its output; the tests read the words.
     output = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout + run.stderr)
     # Molecule's closing summary can say "Successful" after a failed idempotence step: judge by the exit code.
