@@ -23,12 +23,12 @@ import pytest
 TIERS = ("unit", "playbook", "sandbox")
 
 
-# The fleet's tests live here: pytest-xdist's scheduler only sees node ids, so the fleet is named by path.
-FLEET_PATHS = ("tests/deploy/", "tests/tls/", "tests/molecule/test_default.py")
-# The fleet's order: Molecule's default scenario first, on the hosts as the fleet deployed them (its converge then
+# The fleet's tests live here, in the order they run: pytest-xdist's scheduler only sees node ids, so the fleet is
+# named by path. Molecule's default scenario first, on the hosts as the fleet deployed them (its converge then
 # changes nothing, as the idempotence step after it); the deploy tests; TLS switched on on the first host last (that
 # host keeps it). Molecule's container scenario is not the fleet's: it brings a sandbox host of its own.
 FLEET_ORDER = ("tests/molecule/test_default.py", "tests/deploy/", "tests/tls/")
+FLEET_PATHS = FLEET_ORDER
 
 
 def _in_fleet(nodeid: str) -> bool:
@@ -57,8 +57,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         named = [tier for tier in TIERS if item.get_closest_marker(tier) is not None]
         if not named:
             item.add_marker(pytest.mark.unit)
-        if _in_fleet(item.nodeid) and _fleet_rank(item.nodeid) == len(FLEET_ORDER):
-            raise pytest.UsageError(f"{item.nodeid} is the fleet's: give it a place in FLEET_ORDER (tests/conftest.py)")
         if "deployment" in getattr(item, "fixturenames", ()) and not _in_fleet(item.nodeid):
             raise pytest.UsageError(
                 f"{item.nodeid} uses the fleet (the deployment fixture): put it under {' or '.join(FLEET_PATHS)}, "
