@@ -8,6 +8,7 @@ isolated).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -81,6 +82,27 @@ def wheelhouse_dir() -> Path:
 def progress(message: str) -> None:
     """Long steps announce themselves on stderr so that stdout stays machine-readable (`--json`)."""
     print(f"[sandbox] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def exclusive(lock_path: Path, waiting: str) -> Iterator[None]:
+    """Hold the machine-wide flock at `lock_path` for the body; say `waiting` on stderr when someone else has it.
+
+    Every controller cache two sandboxes can fill at once (the SSH key, the image, the wheelhouse, the trained
+    tiny model) is checked again and written only inside this, so a second sandbox waits and reuses the first's
+    result instead of writing beside it. The kernel drops the lock when its holder dies.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(waiting)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextmanager

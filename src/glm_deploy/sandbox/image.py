@@ -16,7 +16,6 @@ within the last day is never removed as stale before its hosts start.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glm_deploy.paths import project_root
-from glm_deploy.sandbox.environment import STATE_DIR_ENV, SandboxError, progress, run, state_dir, timed
+from glm_deploy.sandbox.environment import STATE_DIR_ENV, SandboxError, exclusive, run, state_dir, timed
 
 IMAGE_LABEL = "io.glm-deploy.sandbox-image"
 SUITE = "bookworm"
@@ -133,12 +132,15 @@ def ensure_ssh_key(directory: Path | None = None) -> SshKey:
     private = folder / "id_ed25519"
     public = folder / "id_ed25519.pub"
     if not (private.is_file() and public.is_file()):
-        private.unlink(missing_ok=True)
-        public.unlink(missing_ok=True)
-        run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "glm-deploy-sandbox", "-f", str(private)],
-            what="generating the sandbox SSH key",
-        )
+        # Two sandboxes started at once share this key: one generates it, the other waits and uses it.
+        with exclusive(folder / ".keygen.lock", "waiting for another sandbox to generate the SSH key ..."):
+            if not (private.is_file() and public.is_file()):
+                private.unlink(missing_ok=True)
+                public.unlink(missing_ok=True)
+                run(
+                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "glm-deploy-sandbox", "-f", str(private)],
+                    what="generating the sandbox SSH key",
+                )
     private.chmod(0o600)
     return SshKey(private, public)
 
@@ -265,14 +267,7 @@ def ensure_image(key: SshKey, timings: dict[str, float] | None = None, *, force:
     reference = image_reference(key)
     if not force and image_exists(reference):
         return reference
-    lock_path = _build_lock()
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress("waiting for another sandbox's image build to finish ...")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(_build_lock(), "waiting for another sandbox's image build to finish ..."):
         if not force and image_exists(reference):
             return reference  # built by the sandbox that held the lock
         return _build_image(key, reference, timings)

