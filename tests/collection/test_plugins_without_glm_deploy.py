@@ -60,6 +60,14 @@ CALLS: dict[str, dict[str, object]] = {
     "the glm.deploy.systemd_unsafe_values filter": {
         "ansible.builtin.debug": {"msg": "{{ {'A': 'b'} | glm.deploy.systemd_unsafe_values }}"}
     },
+    "the glm.deploy.replan_skip_reason filter": {
+        "ansible.builtin.debug": {"msg": "{{ {} | glm.deploy.replan_skip_reason(replan=true, options={}, "
+        "preflight_image='', gpu_vendor='nvidia') }}"}
+    },
+    "the glm.deploy.replan_for_driver filter": {
+        "ansible.builtin.debug": {"msg": "{{ {} | glm.deploy.replan_for_driver(options={}, cuda='13.0', chosen={}, "
+        "driver_version='580') }}"}
+    },
     "the glm.deploy.hf_prefetch_wait action": {"glm.deploy.hf_prefetch_wait": {"jid": "1", "poll_interval": 1}},
     "the glm.deploy.cache_warmup_wait action": {"glm.deploy.cache_warmup_wait": {"jid": "1", "poll_interval": 1}},
 }
@@ -85,6 +93,7 @@ FILES = {
         "the glm.deploy.systemd_environment filter",
         "the glm.deploy.systemd_unsafe_values filter",
     ],
+    "filter/replan.py": ["the glm.deploy.replan_skip_reason filter", "the glm.deploy.replan_for_driver filter"],
     "action/hf_prefetch_wait.py": ["the glm.deploy.hf_prefetch_wait action"],
     "action/cache_warmup_wait.py": ["the glm.deploy.cache_warmup_wait action"],
     "inventory/lambda_cloud.py": ["the glm.deploy.lambda_cloud inventory plugin"],
