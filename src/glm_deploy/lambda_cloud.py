@@ -26,6 +26,7 @@ from typing import Any
 
 from glm_deploy import paths, schedule
 from glm_deploy.errors import InputError
+from glm_deploy.run_events import RunEvent
 from glm_deploy.runner import EventHandler, PlaybookRunner, RunResult
 from glm_deploy.systemd_text import specifiers_literal, systemd_command_line
 from glm_deploy.validation import check_pattern, clip
@@ -153,8 +154,7 @@ def instances_from_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The instances lambda_instance reported (by name; the last report of each wins), without secrets."""
     found: dict[str, dict[str, Any]] = {}
     for event in events:
-        result = (event.get("event_data") or {}).get("res") or {}
-        instance = result.get("instance") if isinstance(result, dict) else None
+        instance = RunEvent.of(event).result.get("instance")
         if isinstance(instance, dict) and instance.get("name"):
             found[instance["name"]] = {
                 "name": instance.get("name"),

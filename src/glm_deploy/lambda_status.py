@@ -31,6 +31,7 @@ import yaml
 from glm_deploy import paths
 from glm_deploy.errors import GlmDeployError
 from glm_deploy.progress import human_duration
+from glm_deploy.run_events import RunEvent, utc_time
 
 LAUNCHES_FILE = "lambda-launches.json"
 CONFIG_ENDINGS = ("lambda_cloud.yml", "lambda_cloud.yaml")
@@ -40,17 +41,6 @@ BILLED = ("booting", "active", "unhealthy", "terminating")
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def _parse_time(text: object) -> datetime.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    # ansible-runner writes an event's `created` in UTC without a zone.
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 # --------------------------------------------------------------------------------- what `up` recorded
@@ -84,14 +74,12 @@ def record_launches(
     launches = read_launches(state_dir)
     moment = now or _now()
     for event in events:
-        data = event.get("event_data") or {}
-        result = data.get("res") if isinstance(data, Mapping) else None
-        if not isinstance(result, Mapping):
-            continue
+        typed = RunEvent.of(event)
+        result = typed.result
         instance = result.get("instance")
         if not isinstance(instance, Mapping) or not instance.get("id"):
             continue
-        reported = _parse_time(event.get("created")) or moment
+        reported = typed.created_at() or moment
         record = launches.setdefault(
             str(instance["id"]), {"name": instance.get("name"), "launched_at": None, "seen_at": reported.isoformat()}
         )
@@ -182,7 +170,7 @@ def cloud_status(
             continue
         type_name = (instance.get("instance_type") or {}).get("name")
         record = launches.get(instance_id) or {}
-        launched = _parse_time(record.get("launched_at"))
+        launched = utc_time(record.get("launched_at"))
         price = prices.get(str(type_name))
         shown.append(
             CloudInstance(

@@ -24,6 +24,7 @@ from typing import Any
 from glm_deploy.errors import RunCancelled, RunError
 from glm_deploy.history import HistoryEntry, redact
 from glm_deploy.release import Release
+from glm_deploy.run_events import RunEvent
 from glm_deploy.run_handle import EventHandler, RunOutcome
 from glm_deploy.runner import RunResult
 from glm_deploy.status import RELEASE_COMMANDS
@@ -67,12 +68,10 @@ class RunClock:
 
 def quality_gate_result(event: Mapping[str, Any]) -> dict[str, Any] | None:
     """The scores of a glm.deploy.quality_gate task that passed or failed, from its runner event; else None."""
-    if event.get("event") not in ("runner_on_ok", "runner_on_failed"):
+    typed = RunEvent.of(event)
+    if typed.kind not in ("runner_on_ok", "runner_on_failed") or not typed.action_is("quality_gate"):
         return None
-    data = event.get("event_data") or {}
-    if not str(data.get("task_action", "")).endswith("quality_gate"):
-        return None
-    result = data.get("res") or {}
+    result = typed.result
     accuracy = result.get("accuracy")
     if not isinstance(accuracy, Mapping):
         return None
@@ -109,21 +108,19 @@ class HostReports:
     quality: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def collect(self, event: Mapping[str, Any]) -> None:
-        data = event.get("event_data") or {}
-        host = str(data.get("host"))
+        typed = RunEvent.of(event)
+        host = str(typed.host)
         gate = quality_gate_result(event)
         if gate is not None:
             self.quality.setdefault(host, []).append(gate)
-        if event.get("event") == "runner_on_ok":
-            facts = (data.get("res") or {}).get("ansible_facts") or {}
-            reported = facts.get(RELEASE_FACT)
-            if isinstance(reported, Mapping):
-                self.releases[host] = dict(reported)
-            caches = facts.get(CACHES_FACT)
-            if isinstance(caches, Mapping):
-                self.caches[host] = {
-                    str(kind): dict(record) for kind, record in caches.items() if isinstance(record, Mapping)
-                }
+        reported = typed.facts.get(RELEASE_FACT)
+        if isinstance(reported, Mapping):
+            self.releases[host] = dict(reported)
+        caches = typed.facts.get(CACHES_FACT)
+        if isinstance(caches, Mapping):
+            self.caches[host] = {
+                str(kind): dict(record) for kind, record in caches.items() if isinstance(record, Mapping)
+            }
 
     def forwarding(self, on_event: EventHandler) -> EventHandler:
         """An event handler that collects each event, then hands it on to `on_event`."""

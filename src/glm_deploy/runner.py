@@ -28,6 +28,7 @@ import ansible_runner
 
 from glm_deploy import paths
 from glm_deploy.errors import RunCancelled, RunError
+from glm_deploy.run_events import RunEvent
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -37,7 +38,6 @@ SECRET_ENV_PATTERN = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|P
 # the same key file, and the CA beside it, as the controller (glm_deploy.credentials, glm_deploy.tls).
 SECRET_PATH_ENV = frozenset({"GLM_API_KEY_FILE"})
 
-_FAILED_EVENTS = {"runner_on_failed", "runner_on_unreachable", "runner_item_on_failed"}
 
 
 def new_run_id() -> str:
@@ -112,12 +112,11 @@ def _stats_from_runner(stats: Mapping[str, Mapping[str, int]] | None) -> dict[st
 
 
 def _failure_from_event(event: Mapping[str, Any]) -> Failure | None:
-    if event.get("event") not in _FAILED_EVENTS:
+    """The failure an event reports (not one the play ignores), else None."""
+    typed = RunEvent.of(event)
+    if not typed.failed:
         return None
-    data = event.get("event_data") or {}
-    result = data.get("res") or {}
-    message = str(result.get("msg") or result.get("stderr") or result.get("reason") or "failed")
-    return Failure(host=str(data.get("host", "?")), task=str(data.get("task", "?")), message=message.strip())
+    return Failure(host=typed.host or "?", task=typed.task or "?", message=typed.message)
 
 
 @contextmanager
@@ -217,7 +216,7 @@ class PlaybookRunner:
 
         def on_event(event: dict[str, Any]) -> bool:
             failure = _failure_from_event(event)
-            if failure is not None and not (event.get("event_data") or {}).get("ignore_errors"):
+            if failure is not None:
                 failures.append(failure)
             if event_handler is not None:
                 event_handler(event)

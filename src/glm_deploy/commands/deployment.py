@@ -24,7 +24,8 @@ from glm_deploy.deployment import Deployment
 from glm_deploy.errors import GlmDeployError, InputError, LockHeldError, RunError
 from glm_deploy.history import HistoryEntry
 from glm_deploy.lock import describe_holder
-from glm_deploy.progress import ProgressRenderer, human_bytes, human_duration, parse_line
+from glm_deploy.progress import ProgressRenderer, human_bytes, human_duration
+from glm_deploy.run_events import RunEvent
 from glm_deploy.run_handle import RunOutcome
 from glm_deploy.status import HostStatus
 from glm_deploy.validation import clip
@@ -276,33 +277,28 @@ class RunDisplay:
             self._handle(event)
 
     def _handle(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("event")
-        data = event.get("event_data") or {}
+        typed = RunEvent.of(event)
+        kind = typed.kind
         if kind == "playbook_on_task_start":
             now = time.monotonic()
             if self.task is not None and now - self.task_started >= 10:
                 self._write(
                     f"{self._elapsed()}    ({self.task} took {human_duration(now - self.task_started)})"
                 )
-            self.task = str(data.get("task") or data.get("name") or "?")
+            self.task = typed.task or "?"
             self.task_started = now
             self._write(f"{self._elapsed()}  {self.task}")
         elif kind == "playbook_on_play_start":
-            self._write(f"{self._elapsed()}  == {data.get('play') or data.get('name') or 'play'} ==")
-        elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            result = data.get("res") or {}
-            message = str(
-                result.get("msg") or result.get("stderr") or result.get("reason") or "failed"
-            ).strip()
-            what = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
-            self._write(f"{self._elapsed()}  {what} {data.get('host', '?')}: {message.splitlines()[0][:300]}")
+            self._write(f"{self._elapsed()}  == {typed.play or typed.task or 'play'} ==")
+        elif typed.failed and kind != "runner_item_on_failed":  # a loop's task fails after its items: said once
+            what = "UNREACHABLE" if typed.unreachable else "FAILED"
+            message = typed.message.splitlines()[0][:300] if typed.message else "failed"
+            self._write(f"{self._elapsed()}  {what} {typed.host or '?'}: {message}")
         elif kind == "runner_retry":
             self.last_output = time.monotonic()
-        for line in str(event.get("stdout") or "").splitlines():
-            parsed = parse_line(line)
-            if parsed is not None:
-                self.progress.update(*parsed)
-                self.last_output = time.monotonic()
+        for label, progress in typed.progress():
+            self.progress.update(label, progress)
+            self.last_output = time.monotonic()
 
     def heartbeat(self) -> None:
         """Say which step still runs when nothing was printed for a while (a health wait, a long install)."""

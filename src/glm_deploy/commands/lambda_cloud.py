@@ -18,6 +18,7 @@ from glm_deploy.commands.deployment import error_document
 from glm_deploy.credentials import controller_secrets
 from glm_deploy.deployment import default_state_dir
 from glm_deploy.errors import GlmDeployError
+from glm_deploy.run_events import RunEvent
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,8 +88,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _progress(event: dict[str, Any]) -> None:
-    if event.get("event") == "playbook_on_task_start":
-        print(f"  {(event.get('event_data') or {}).get('task', '')}", file=sys.stderr, flush=True)
+    typed = RunEvent.of(event)
+    if typed.kind == "playbook_on_task_start":
+        print(f"  {typed.task or ''}", file=sys.stderr, flush=True)
 
 
 def _fail(command: str, args: argparse.Namespace, error: GlmDeployError) -> int:
@@ -200,9 +202,7 @@ def run_down(args: argparse.Namespace) -> int:
     except GlmDeployError as error:
         return _fail("down", args, error)
     terminated = [
-        instance_id
-        for event in events
-        for instance_id in (((event.get("event_data") or {}).get("res") or {}).get("terminated_ids") or [])
+        instance_id for event in events for instance_id in (RunEvent.of(event).result.get("terminated_ids") or [])
     ]
     lambda_status.forget_launches(state_dir, terminated)
     document = {
