@@ -15,22 +15,22 @@ from its cache when the cache is warm; a cold cache downloads them from the inde
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.metadata
 import json
-import os
 import shutil
 import subprocess
-import sys
-import tarfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from tests.equipment.playbook import REPO
+from tests.equipment.installed_collection import (
+    COLLECTION,
+    GALAXY,
+    TARBALL_NAME,
+    Installed,
+    build_tarball,
+    install_collection,
+    tarball_files,
+)
 
 from glm_deploy.catalog import load_catalog
 from glm_deploy.container_run import container_run_argv
@@ -40,9 +40,6 @@ from glm_deploy.systemd_text import systemd_command_line, systemd_environment
 
 pytestmark = pytest.mark.playbook
 
-COLLECTION = REPO / "collection"
-GALAXY = yaml.safe_load((COLLECTION / "galaxy.yml").read_text())
-TARBALL_NAME = f"{GALAXY['namespace']}-{GALAXY['name']}-{GALAXY['version']}.tar.gz"
 
 # The sandbox's model on the CPU, and a GPU model whose plan runs the engine in a container.
 TINY = {"model": "glm-tiny", "engine": "vllm-cpu", "hardware": "cpu"}
@@ -69,124 +66,9 @@ JUNK = [
 ]
 
 
-@dataclass(frozen=True)
-class Installed:
-    """What the module's tests share: the built artefacts, the install, the two venvs and the outside folder."""
-
-    tarball: Path
-    wheel: Path
-    install_output: str
-    collections: Path  # the collections path the tarball was installed into, and the only one Ansible is given
-    with_wheel: Path  # the venv with ansible-core and the glm-deploy wheel
-    without_wheel: Path  # the venv with ansible-core only
-    outside: Path  # the working folder of every Ansible command: outside the repository, no ansible.cfg
-    home: Path
-
-    def environment(self, venv: Path) -> dict[str, str]:
-        """A user's shell with `venv` activated: nothing of this test process's Ansible, Python or venv settings."""
-        return {
-            "PATH": os.pathsep.join([str(venv / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
-            "HOME": str(self.home),
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
-            "VIRTUAL_ENV": str(venv),
-            "ANSIBLE_COLLECTIONS_PATH": str(self.collections),
-            "ANSIBLE_CONFIG": str(self.outside / "empty.cfg"),
-            "ANSIBLE_HOME": str(self.home / ".ansible"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-        }
-
-    def run(self, venv: Path, command: Sequence[str], *, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-        """One of `venv`'s Ansible commands, from the outside folder (not checked)."""
-        return subprocess.run(
-            [str(venv / "bin" / command[0]), *command[1:]],
-            cwd=self.outside,
-            env=self.environment(venv),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-
-def _checked(command: Sequence[str | Path], *, timeout: int = 300, **kwargs: Any) -> str:
-    """Run a set-up command; fail with its output when it fails; return stdout and stderr."""
-    done = subprocess.run(
-        [str(word) for word in command], capture_output=True, text=True, timeout=timeout, check=False, **kwargs
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f"{' '.join(map(str, command))} failed (rc {done.returncode}):\n{output[-6000:]}"
-    return output
-
-
-def _build_tarball(collection: Path, output: Path) -> Path:
-    output.mkdir(parents=True, exist_ok=True)
-    ansible_galaxy = Path(sys.executable).parent / "ansible-galaxy"
-    _checked([ansible_galaxy, "collection", "build", collection, "--output-path", output])
-    return output / TARBALL_NAME
-
-
-def _tarball_files(tarball: Path) -> set[str]:
-    with tarfile.open(tarball) as archive:
-        return {member.name for member in archive.getmembers() if member.isfile()}
-
-
-def _venv(folder: Path, constraints: Path, *requirements: str | Path) -> Path:
-    """A fresh venv (no system site-packages, no pip of its own) with `requirements`, installed by this venv's
-    pip (`--python`), so that its cache serves both."""
-    _checked([sys.executable, "-m", "venv", "--without-pip", folder])
-    _checked(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            folder / "bin" / "python",
-            "install",
-            "-q",
-            "-c",
-            constraints,
-            *requirements,
-        ],
-        timeout=600,
-    )
-    return folder
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    root = tmp_path_factory.mktemp("installed-collection")
-    assert not root.resolve().is_relative_to(REPO.resolve()), f"the test's folder {root} must lie outside {REPO}"
-    outside, home, collections = root / "outside", root / "home", root / "collections"
-    for folder in (outside, home, collections):
-        folder.mkdir()
-    (outside / "empty.cfg").write_text("")
-
-    tarball = _build_tarball(COLLECTION, root / "build")
-    _checked([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", root / "wheels", REPO])
-    (wheel,) = (root / "wheels").glob("glm_deploy-*.whl")
-
-    # The versions this venv runs, for every distribution the new venvs may need: glm-deploy comes from the wheel,
-    # and a local build (torch's +cpu) is on no index.
-    pins = {
-        dist.metadata["Name"].lower(): f"{dist.metadata['Name']}=={dist.version}\n"
-        for dist in importlib.metadata.distributions()
-        if dist.metadata["Name"] and "+" not in dist.version
-    }
-    pins.pop("glm-deploy", None)
-    constraints = root / "constraints.txt"
-    constraints.write_text("".join(pins.values()))
-    with_wheel = _venv(root / "with-wheel", constraints, "ansible-core", wheel)
-    without_wheel = _venv(root / "without-wheel", constraints, "ansible-core")
-
-    made = Installed(tarball, wheel, "", collections, with_wheel, without_wheel, outside, home)
-    install = made.run(
-        with_wheel, ["ansible-galaxy", "collection", "install", "--offline", str(tarball), "-p", str(collections)]
-    )
-    assert install.returncode == 0, install.stdout + install.stderr
-    return dataclasses.replace(made, install_output=install.stdout + install.stderr)
+    return install_collection(tmp_path_factory.mktemp("installed-collection"))
 
 
 def _git_files(folder: Path) -> set[str]:
@@ -205,7 +87,7 @@ def test_the_tarball_holds_the_collection_and_no_junk(installed: Installed, tmp_
     # What `ansible-galaxy collection build collection/` made is the collection's own files: what git keeps of the
     # folder, galaxy.yml turned into MANIFEST.json and FILES.json.
     expected = (_git_files(COLLECTION) - {"galaxy.yml"}) | {"MANIFEST.json", "FILES.json"}
-    assert _tarball_files(installed.tarball) == expected
+    assert tarball_files(installed.tarball) == expected
 
     # The same build from a copy of the folder strewn with the junk a working tree collects.
     copy = tmp_path / "collection"
@@ -213,7 +95,7 @@ def test_the_tarball_holds_the_collection_and_no_junk(installed: Installed, tmp_
     for name in JUNK:
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         (copy / name).write_text("junk\n")
-    built = _tarball_files(_build_tarball(copy, tmp_path / "build"))
+    built = tarball_files(build_tarball(copy, tmp_path / "build"))
     assert built == expected, f"junk in the tarball: {sorted(built - expected)}"
 
 
