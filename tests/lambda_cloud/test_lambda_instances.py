@@ -120,8 +120,8 @@ def test_an_instance_type_the_catalog_does_not_map_is_refused(
     assert str(raised.value) == (
         "Lambda instance 'My Instance' (id 4d5e6f7a8b9c40314c5d6e7f80910213) is of type 'gpu_8x_example', which "
         "glm-deploy's catalog does not map to hardware (known: gpu_8x_b200_sxm6 -> b200, gpu_8x_h100_sxm5 -> h100): "
-        "leave it out with the option instance_types or name_prefix, or add the type to lambda_instance_types of "
-        "its hardware in the catalog"
+        "leave it out with the option instance_types or name_prefix, or name its hardware in the option "
+        "hardware_by_instance_type (for instance {gpu_8x_example: h200})"
     )
 
 

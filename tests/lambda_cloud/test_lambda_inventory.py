@@ -244,6 +244,38 @@ def test_an_instance_type_the_catalog_does_not_know_is_refused(
     assert "gpu_8x_b200_sxm6 -> b200" in line and "leave it out with the option instance_types or name_prefix" in line
 
 
+def test_a_type_the_catalog_does_not_know_is_listed_with_the_hardware_the_configuration_names(
+    fleet: LambdaCloudStandIn, api_key: str, tmp_path: Path
+) -> None:
+    # Lambda adds instance types before the catalog records them: the configuration names their hardware, and wins
+    # over the catalog's own mapping.
+    config = write_config(tmp_path, fleet, hardware_by_instance_type={A10: "cpu", B200: "h200"})
+    listing = inventory_list(config, tmp_path, {"LAMBDA_API_KEY": api_key})
+    hostvars = listing["_meta"]["hostvars"]
+    assert hostvars["dev-a10"]["glm_hardware"] == "cpu"
+    assert {hostvars[name]["glm_hardware"] for name in ("glm-node-1", "glm-node-2")} == {"h200"}
+    assert hostvars["glm-h100"]["glm_hardware"] == "h100"  # the catalog's, where the configuration is silent
+
+
+@pytest.mark.parametrize("hardware", ["a10", "", 7, "b200\n"])
+def test_a_configured_hardware_the_catalog_does_not_have_is_refused(
+    fleet: LambdaCloudStandIn, api_key: str, tmp_path: Path, hardware: object
+) -> None:
+    config = write_config(tmp_path, fleet, hardware_by_instance_type={A10: hardware})
+    completed = ansible(
+        "ansible-inventory",
+        "-i",
+        str(config),
+        "--list",
+        home=tmp_path,
+        env={"LAMBDA_API_KEY": api_key, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"},
+    )
+    assert completed.returncode != 0
+    line = failure_line(completed, "the glm.deploy.lambda_cloud inventory plugin")
+    assert f"hardware_by_instance_type maps '{A10}' to" in line and "which is not hardware of the catalog" in line
+    assert "b200" in line.split("one of:")[1]
+
+
 def test_filters_choose_the_hosts(fleet: LambdaCloudStandIn, api_key: str, tmp_path: Path) -> None:
     config = write_config(
         tmp_path,

@@ -27,7 +27,7 @@ description:
     region finds the weights there. A filesystem name outside Lambda's pattern (letters first, then letters, digits
     or C(-)) or a mount point outside C(/home), C(/lambda/nfs) and C(/data) is refused, since it reaches a path.
   - An instance whose type the catalog does not map to hardware is refused with a message naming the type; leave
-    it out with O(instance_types) or O(name_prefix).
+    it out with O(instance_types) or O(name_prefix), or name its hardware in O(hardware_by_instance_type).
   - Hosts are added in the order of their names (then ids), so a multi-node plan's ranks stay the same from one
     run to the next.
   - The API key comes from the environment variable E(LAMBDA_API_KEY), or from the file named by O(api_key_file).
@@ -104,6 +104,14 @@ options:
     description: Keep only instances of these instance types (for instance C(gpu_8x_b200_sxm6)).
     type: list
     elements: str
+  hardware_by_instance_type:
+    description:
+      - Instance types the catalog does not map to hardware yet (Lambda adds types before the catalog records
+        them), each with the catalog hardware it is, for instance C(gpu_8x_h200_sxm5) to C(h200).
+      - Added to the catalog's own C(lambda_instance_types), and wins over it; a hardware name the catalog does not
+        have is refused.
+    type: dict
+    default: {}
   statuses:
     description:
       - Keep only instances in these states. A booting instance has no address yet, and a terminating one will
@@ -177,8 +185,9 @@ PLUGIN = "the glm.deploy.lambda_cloud inventory plugin"
 CONFIG_ENDINGS = ("lambda_cloud.yml", "lambda_cloud.yaml")
 
 
-def hardware_by_instance_type():
-    """{Lambda instance type: glm-deploy hardware} from the catalog's `lambda_instance_types`."""
+def hardware_by_instance_type(extra=None):
+    """{Lambda instance type: glm-deploy hardware} from the catalog's `lambda_instance_types`, and `extra` (the
+    option hardware_by_instance_type) over it, each of its hardware names checked against the catalog."""
     with glm_deploy_imports(PLUGIN):
         from glm_deploy.catalog import load_catalog
         from glm_deploy.errors import GlmDeployError
@@ -186,11 +195,19 @@ def hardware_by_instance_type():
         catalog = load_catalog()
     except GlmDeployError as error:
         raise AnsibleError(f"{PLUGIN}: {error}") from None
-    return {
+    mapping = {
         instance_type: hardware.name
         for hardware in catalog.hardware.values()
         for instance_type in hardware.lambda_instance_types
     }
+    for instance_type, hardware in sorted((extra or {}).items()):
+        if not isinstance(hardware, str) or hardware not in catalog.hardware:
+            raise AnsibleError(
+                f"{PLUGIN}: hardware_by_instance_type maps {str(instance_type)[:80]!r} to {str(hardware)[:80]!r}, "
+                f"which is not hardware of the catalog (one of: {', '.join(sorted(catalog.hardware))})"
+            )
+        mapping[str(instance_type)] = hardware
+    return mapping
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -203,7 +220,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         # Read first: without the glm-deploy package nothing else could work, whatever the API says.
-        hardware_by_type = hardware_by_instance_type()
+        hardware_by_type = hardware_by_instance_type(self.get_option("hardware_by_instance_type"))
         try:
             check_filters(self.get_option("statuses"), self.get_option("tags"))
             instances = self._instances(path, cache)

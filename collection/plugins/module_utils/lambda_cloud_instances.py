@@ -115,8 +115,9 @@ def hardware_of(instance, hardware_by_type):
     known = ", ".join("%s -> %s" % pair for pair in sorted(hardware_by_type.items())) or "none"
     raise InstanceError(
         "Lambda instance %r (id %s) is of type %r, which glm-deploy's catalog does not map to hardware (known: %s): "
-        "leave it out with the option instance_types or name_prefix, or add the type to lambda_instance_types of "
-        "its hardware in the catalog" % (instance.get("name") or "", instance.get("id"), instance_type, known)
+        "leave it out with the option instance_types or name_prefix, or name its hardware in the option "
+        "hardware_by_instance_type (for instance {%s: h200})"
+        % (instance.get("name") or "", instance.get("id"), instance_type, known, instance_type)
     )
 
 
