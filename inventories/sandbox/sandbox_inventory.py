@@ -54,6 +54,9 @@ def _inventory() -> dict[str, object]:
     if state.get("image"):
         # The hosts' own image: playbooks/sandbox_engine_image.yml builds the engine image on top of it.
         group_vars["glm_sandbox_image"] = state["image"]
+    if state.get("image_recipe"):
+        # What that image is made of, without the controller's SSH key: the engine image's cache key.
+        group_vars["glm_sandbox_image_recipe"] = state["image_recipe"]
     return {
         "all": {"children": ["ungrouped", GROUP]},
         GROUP: {"hosts": sorted(hostvars), "vars": group_vars},

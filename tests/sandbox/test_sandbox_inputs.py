@@ -70,6 +70,7 @@ def test_inventory_script_lists_the_hosts_of_the_state_file(tmp_path: Path, monk
             image="localhost/glm-sandbox:0123",
             ssh_user="ubuntu",
             ssh_key=str(tmp_path / "id_ed25519"),
+            image_recipe="f" * 64,
             hosts=[HostState("glm-sandbox-1", "10.89.0.2"), HostState("glm-sandbox-2", "10.89.0.3")],
             hub=HubState(
                 url="http://10.89.0.1:8765",
@@ -88,6 +89,7 @@ def test_inventory_script_lists_the_hosts_of_the_state_file(tmp_path: Path, monk
     assert isinstance(group, dict)
     assert group["hosts"] == ["glm-sandbox-1", "glm-sandbox-2"]
     assert group["vars"]["glm_hf_endpoint"] == "http://10.89.0.1:8765"
+    assert group["vars"]["glm_sandbox_image_recipe"] == "f" * 64  # the engine image's cache key
     hostvars = _inventory(tmp_path, "--host", "glm-sandbox-2")
     assert hostvars == {
         "ansible_host": "10.89.0.3",

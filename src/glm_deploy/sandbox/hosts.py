@@ -35,7 +35,7 @@ from glm_deploy.sandbox.hub_service import (
     start_hub,
     stop_hub,
 )
-from glm_deploy.sandbox.image import SSH_USER, ensure_image, ensure_ssh_key
+from glm_deploy.sandbox.image import SSH_USER, ensure_image, ensure_ssh_key, recipe_digest
 from glm_deploy.sandbox.state import (
     HostState,
     HubState,
@@ -332,7 +332,13 @@ def up(
 
     key = ensure_ssh_key()
     image = ensure_image(key, timings)
-    state = SandboxState(network=sandbox_name(), image=image, ssh_user=SSH_USER, ssh_key=str(key.private))
+    state = SandboxState(
+        network=sandbox_name(),
+        image=image,
+        ssh_user=SSH_USER,
+        ssh_key=str(key.private),
+        image_recipe=recipe_digest(key),
+    )
     result.state = state
     network = ensure_network()
     gateway = network.gateway

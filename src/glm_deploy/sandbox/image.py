@@ -168,6 +168,16 @@ def image_inputs(key: SshKey) -> dict[str, object]:
     }
 
 
+def recipe_digest(key: SshKey) -> str:
+    """What the image is made of except the SSH key it authorizes (which differs per controller and per clone).
+
+    The engine image built on top of the sandbox image is cached under this (playbooks/sandbox_engine_image.yml):
+    the key is in no file the engine image uses, so a new clone reuses the engine image an earlier one built.
+    """
+    inputs = {name: value for name, value in image_inputs(key).items() if name != "authorized_key"}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
 def image_reference(key: SshKey) -> str:
     digest = hashlib.sha256(json.dumps(image_inputs(key), sort_keys=True).encode()).hexdigest()
     return f"{IMAGE_REPOSITORY}:{digest[:16]}"

@@ -49,6 +49,8 @@ class SandboxState:
     hosts: list[HostState] = field(default_factory=list)
     hub: HubState | None = None
     wheelhouse: str | None = None
+    # The digest of what the image is made of except the controller's SSH key: the same on every clone and key.
+    image_recipe: str = ""
     version: int = STATE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +67,7 @@ class SandboxState:
             hosts=[HostState(**host) for host in data.get("hosts", [])],
             hub=HubState(**hub) if hub else None,
             wheelhouse=data.get("wheelhouse"),
+            image_recipe=str(data.get("image_recipe") or ""),
             version=int(data.get("version", STATE_VERSION)),
         )
 

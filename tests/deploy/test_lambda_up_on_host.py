@@ -1,0 +1,131 @@
+"""`glm-deploy up` against the Lambda Cloud stand-in, whose launch hands out a real host: the fleet's first sandbox
+host, as the instance's public and private address. From a Lambda API key through the key, firewall and launch
+(playbooks/lambda_launch.yml), the dynamic inventory (glm.deploy.lambda_cloud) and site.yml to a verified endpoint
+that answers the fleet's API key; then a second `up` launches nothing and `down` leaves no instance.
+
+The stand-in's instance type is the small dev box the catalog does not map (gpu_1x_a10); the inventory
+configuration names its hardware (`hardware_by_instance_type: {gpu_1x_a10: cpu}`), as a user does for a type the
+catalog has not recorded yet. The host is the fleet's, already deployed with the same plan, so site.yml converges
+it: the unit is not restarted and the tests after this one find it as they left it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from tests.equipment.fleet import Deployment, in_host
+from tests.equipment.lambda_api import LambdaCloudStandIn
+from tests.equipment.playbook import REPO
+
+pytestmark = pytest.mark.sandbox
+
+A10 = "gpu_1x_a10"
+
+
+def _sandbox_group_vars(deployment: Deployment) -> dict[str, Any]:
+    """What the sandbox inventory gives the fleet's hosts (static group_vars and the state file's), minus hosts."""
+    listed = subprocess.run(
+        [sys.executable, str(REPO / "inventories" / "sandbox" / "sandbox_inventory.py"), "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    inventory = json.loads(listed.stdout)
+    static = yaml.safe_load((REPO / "inventories" / "sandbox" / "group_vars" / "glm_servers.yml").read_text())
+    host = inventory["_meta"]["hostvars"][deployment.container]
+    return {
+        **static,
+        **inventory["glm_servers"]["vars"],
+        "ansible_ssh_private_key_file": host["ansible_ssh_private_key_file"],
+    }
+
+
+def _cli(*args: str | Path, env: dict[str, str]) -> tuple[dict[str, Any], str, float]:
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "glm_deploy.cli", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
+    return json.loads(completed.stdout), completed.stderr, elapsed
+
+
+def _unit_started(deployment: Deployment) -> str:
+    shown = in_host(deployment.container, f"systemctl show --property=ActiveEnterTimestampMonotonic {deployment.unit}")
+    return shown.stdout.strip()
+
+
+def test_up_launches_through_the_stand_in_and_serves_through_the_dynamic_inventory(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    address = urlparse(deployment.base_url).hostname
+    assert address
+    lambda_key = f"secret_{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "test.lambda_cloud.yml").write_text(
+        yaml.safe_dump(
+            {"plugin": "glm.deploy.lambda_cloud", "name_prefix": "glm-", "hardware_by_instance_type": {A10: "cpu"}}
+        )
+    )
+    (inventory / "group_vars" / "glm_servers.yml").write_text(yaml.safe_dump(_sandbox_group_vars(deployment)))
+    (inventory / "group_vars" / "all.yml").write_text(
+        yaml.safe_dump({"lambda_poll_interval": 0.5, "lambda_launch_interval": 0})
+    )
+    key_file = tmp_path / "lambda-key"
+    key_file.write_text(lambda_key + "\n")
+    key_file.chmod(0o600)
+    public_key = Path(f"{_sandbox_group_vars(deployment)['ansible_ssh_private_key_file']}.pub")
+    state = tmp_path / "state"
+    common = ["--api-key-file", key_file, "--state-dir", state, "--json"]
+    up = ["up", "--region", "us-west-1", "--instance-type", A10, "--allow-cidr", f"{address}/32"]
+    up += ["--ssh-public-key", public_key, "-i", inventory, *common]
+    unit_before = _unit_started(deployment)
+
+    with LambdaCloudStandIn(lambda_key, addresses=lambda number: (address, address)) as api:
+        environment = {**os.environ, "LAMBDA_API_URL": api.url, "GLM_API_KEY": deployment.api_key}
+        environment.pop("LAMBDA_API_KEY", None)
+        first, first_log, first_s = _cli(*up, env=environment)
+        again, _, again_s = _cli(*up[:-len(common) - 2], "--no-deploy", "-i", inventory, *common, env=environment)
+        down, _, _ = _cli("down", *common, env=environment)
+        statuses = [(instance.name, instance.status) for instance in api.instances()]
+
+    print(f"\nglm-deploy up against the stand-in, onto a converged sandbox host: {first_s:.0f} s; "
+          f"a second up (launch only): {again_s:.1f} s")
+    assert [(instance["name"], instance["ip"], instance["status"]) for instance in first["instances"]] == [
+        ("glm-1", address, "active")
+    ]
+    assert first["playbook"] == "lambda_up.yml" and first["endpoint"] == f"http://{address}:8000/v1"
+    # site.yml ran on the instance through the dynamic inventory: the play's tasks are in the progress it printed.
+    assert "Ask the plan's question set and score the answers" in first_log, first_log[-3000:]
+    # The endpoint `up` printed serves the fleet's key, and the converge did not restart the unit.
+    request = urllib.request.Request(
+        f"{first['endpoint']}/models", headers={"Authorization": f"Bearer {deployment.api_key}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+        assert json.load(answer)["data"]
+    assert _unit_started(deployment) == unit_before
+
+    assert again["changed"] == 0 and [instance["name"] for instance in again["instances"]] == ["glm-1"]
+    assert down["terminated_ids"] and statuses == [("glm-1", "terminated")]
+    written = [path for path in state.rglob("*") if path.is_file()]
+    assert written and not [path for path in written if lambda_key in path.read_text(errors="replace")]
+    assert lambda_key not in json.dumps([first, again, down]) + first_log
