@@ -78,6 +78,20 @@ def failure_line(completed: subprocess.CompletedProcess[str], start: str) -> str
     return lines[0][lines[0].index(start) :]
 
 
+def refusal_line(config: Path, home: Path, api_key: str) -> str:
+    """The plugin's one-line refusal of `config`'s inventory (ansible-inventory told to fail on it, and failing)."""
+    completed = ansible(
+        "ansible-inventory",
+        "-i",
+        str(config),
+        "--list",
+        home=home,
+        env={"LAMBDA_API_KEY": api_key, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"},
+    )
+    assert completed.returncode != 0
+    return failure_line(completed, "the glm.deploy.lambda_cloud inventory plugin")
+
+
 @pytest.fixture
 def fleet(stand_in: LambdaCloudStandIn) -> LambdaCloudStandIn:
     """An account with two B200 nodes, an H100 node, one booting, one terminated and a dev box of a type the
@@ -226,16 +240,7 @@ def test_an_instance_type_the_catalog_does_not_know_is_refused(
     fleet: LambdaCloudStandIn, api_key: str, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path, fleet)
-    completed = ansible(
-        "ansible-inventory",
-        "-i",
-        str(config),
-        "--list",
-        home=tmp_path,
-        env={"LAMBDA_API_KEY": api_key, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"},
-    )
-    assert completed.returncode != 0
-    line = failure_line(completed, "the glm.deploy.lambda_cloud inventory plugin")
+    line = refusal_line(config, tmp_path, api_key)
     (dev_box,) = [instance for instance in fleet.instances() if instance.name == "dev-a10"]
     assert (
         f"Lambda instance 'dev-a10' (id {dev_box.id}) is of type 'gpu_1x_a10', which glm-deploy's catalog does not "
@@ -262,16 +267,7 @@ def test_a_configured_hardware_the_catalog_does_not_have_is_refused(
     fleet: LambdaCloudStandIn, api_key: str, tmp_path: Path, hardware: object
 ) -> None:
     config = write_config(tmp_path, fleet, hardware_by_instance_type={A10: hardware})
-    completed = ansible(
-        "ansible-inventory",
-        "-i",
-        str(config),
-        "--list",
-        home=tmp_path,
-        env={"LAMBDA_API_KEY": api_key, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"},
-    )
-    assert completed.returncode != 0
-    line = failure_line(completed, "the glm.deploy.lambda_cloud inventory plugin")
+    line = refusal_line(config, tmp_path, api_key)
     assert f"hardware_by_instance_type maps '{A10}' to" in line and "which is not hardware of the catalog" in line
     assert "b200" in line.split("one of:")[1]
 
