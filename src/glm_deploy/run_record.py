@@ -68,7 +68,10 @@ class RunClock:
 
 def quality_gate_result(event: Mapping[str, Any]) -> dict[str, Any] | None:
     """The scores of a glm.deploy.quality_gate task that passed or failed, from its runner event; else None."""
-    typed = RunEvent.of(event)
+    return _gate_scores(RunEvent.of(event))
+
+
+def _gate_scores(typed: RunEvent) -> dict[str, Any] | None:
     if typed.kind not in ("runner_on_ok", "runner_on_failed") or not typed.action_is("quality_gate"):
         return None
     result = typed.result
@@ -110,7 +113,7 @@ class HostReports:
     def collect(self, event: Mapping[str, Any]) -> None:
         typed = RunEvent.of(event)
         host = str(typed.host)
-        gate = quality_gate_result(event)
+        gate = _gate_scores(typed)
         if gate is not None:
             self.quality.setdefault(host, []).append(gate)
         reported = typed.facts.get(RELEASE_FACT)

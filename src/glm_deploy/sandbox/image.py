@@ -174,13 +174,15 @@ def recipe_digest(key: SshKey) -> str:
     The engine image built on top of the sandbox image is cached under this (playbooks/sandbox_engine_image.yml):
     the key is in no file the engine image uses, so a new clone reuses the engine image an earlier one built.
     """
-    inputs = {name: value for name, value in image_inputs(key).items() if name != "authorized_key"}
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return _digest({name: value for name, value in image_inputs(key).items() if name != "authorized_key"})
 
 
 def image_reference(key: SshKey) -> str:
-    digest = hashlib.sha256(json.dumps(image_inputs(key), sort_keys=True).encode()).hexdigest()
-    return f"{IMAGE_REPOSITORY}:{digest[:16]}"
+    return f"{IMAGE_REPOSITORY}:{_digest(image_inputs(key))[:16]}"
+
+
+def _digest(inputs: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def image_exists(reference: str) -> bool:
