@@ -85,14 +85,15 @@ def test_up_launches_through_the_stand_in_and_serves_through_the_dynamic_invento
             {"plugin": "glm.deploy.lambda_cloud", "name_prefix": "glm-", "hardware_by_instance_type": {A10: "cpu"}}
         )
     )
-    (inventory / "group_vars" / "glm_servers.yml").write_text(yaml.safe_dump(_sandbox_group_vars(deployment)))
+    group_vars = _sandbox_group_vars(deployment)
+    (inventory / "group_vars" / "glm_servers.yml").write_text(yaml.safe_dump(group_vars))
     (inventory / "group_vars" / "all.yml").write_text(
         yaml.safe_dump({"lambda_poll_interval": 0.5, "lambda_launch_interval": 0})
     )
     key_file = tmp_path / "lambda-key"
     key_file.write_text(lambda_key + "\n")
     key_file.chmod(0o600)
-    public_key = Path(f"{_sandbox_group_vars(deployment)['ansible_ssh_private_key_file']}.pub")
+    public_key = Path(f"{group_vars['ansible_ssh_private_key_file']}.pub")
     state = tmp_path / "state"
     common = ["--api-key-file", key_file, "--state-dir", state, "--json"]
     up = ["up", "--region", "us-west-1", "--instance-type", A10, "--allow-cidr", f"{address}/32"]
