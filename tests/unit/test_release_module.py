@@ -141,3 +141,15 @@ def test_old_releases_are_pruned_but_never_current_or_previous(host: Host) -> No
     kept = sorted(path.name for path in (host.root / "releases").iterdir() if path.is_dir())
     assert kept == ids[-2:]
     assert (host.state()["current"], host.state()["previous"]) == (ids[-1], ids[-2])
+
+
+def test_staging_with_a_holder_is_refused_while_another_run_holds_the_lock(host: Host) -> None:
+    release = {"release_id": "cccccccccccc", "model_commit": "c" * 40}
+    assert host.run(state="lock", holder={"run": "run-1", "controller": "ctl-a"})["changed"] is True
+    refused = host.run(state="stage", release=release, holder={"run": "run-2"})
+    assert refused["failed"] is True and "run=run-1" in refused["msg"]
+    assert not (host.root / "releases" / "cccccccccccc").exists()
+    # The holder itself stages, and so does a run told to force its way past the lock.
+    assert host.run(state="stage", release=release, holder={"run": "run-1"})["changed"] is True
+    forced = {"release_id": "dddddddddddd", "model_commit": "d" * 40}
+    assert host.run(state="stage", release=forced, holder={"run": "run-2"}, force=True)["changed"] is True

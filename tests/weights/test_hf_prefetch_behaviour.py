@@ -86,6 +86,12 @@ def test_check_mode_reports_what_it_would_fetch_and_writes_nothing(hub: FaultyHu
     assert after.result["changed"] is False
     assert after.result["would_fetch_files"] == []
     assert after.result["would_fetch_bytes"] == 0
+    # Complete and verified at the ref: the weights role skips the async download on this answer.
+    assert (after.result["would_verify_files"], after.result["would_move_ref"]) == ([], False)
+    (cache_dir / ("models--" + REPO_ID.replace("/", "--")) / "refs" / "main").unlink()
+    moved = run_module(args_for(hub, cache_dir), check_mode=True)
+    moved_ref = (moved.result["changed"], moved.result["would_move_ref"], moved.result["would_fetch_files"])
+    assert moved_ref == (True, True, [])
 
 
 def test_a_new_revision_fetches_only_what_changed_and_keeps_the_old_commit(

@@ -220,6 +220,15 @@ would_fetch_bytes:
   description: Bytes a real run would download.
   type: int
   returned: in check mode
+would_verify_files:
+  description: Files present but not yet hashed, which a real run would verify.
+  type: list
+  elements: str
+  returned: in check mode
+would_move_ref:
+  description: Whether a real run would write C(refs/REVISION) (a branch or tag that now names another commit).
+  type: bool
+  returned: in check mode
 """
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback  # noqa: E402 (DOCUMENTATION comes first)

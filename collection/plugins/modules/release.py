@@ -56,7 +56,10 @@ options:
     description: Why the release failed (V(failed)).
     type: str
   holder:
-    description: Who takes the lock (V(lock), V(unlock), V(check_lock)); C(run) identifies the run.
+    description:
+      - Who takes the lock (V(lock), V(unlock), V(check_lock)); C(run) identifies the run.
+      - Given to V(stage), the release is staged only when no other run holds the lock (as V(check_lock) would
+        refuse it).
     type: dict
   force:
     description: Take or remove the lock even when another run holds it (for a lock left by a run that died).
@@ -210,6 +213,11 @@ class Releases:
     # -- releases ------------------------------------------------------------------------------------------
 
     def stage(self):
+        # With a holder, staging is refused while another run holds the lock (one round trip, not two).
+        if self.module.params["holder"] is not None:
+            found = self._held_by_other(self._holder())
+            if found is not None and not self.module.params["force"]:
+                self._refuse(found)
         release = self.module.params["release"]
         if not isinstance(release, dict) or not release.get("release_id"):
             self.module.fail_json(msg="state=stage needs release, a document with release_id")

@@ -169,6 +169,7 @@ def run(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                 would_fetch_files=[item.name for item in to_fetch],
                 would_fetch_bytes=missing,
                 would_verify_files=[item.name for item in to_hash],
+                would_move_ref=ref_moves,
                 **numbers,
             )
             result["msg"] = (
