@@ -13,20 +13,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import yaml
-from tests.equipment.fleet import Deployment, in_host
+from tests.equipment.fleet import Deployment, host_url, in_host
 from tests.equipment.lambda_api import LambdaCloudStandIn
 from tests.equipment.playbook import REPO
+
+from glm_deploy.sandbox.hosts import shared_filesystem
+from glm_deploy.sandbox.hub import HubServer, HubStore
+from glm_deploy.sandbox.hub_service import hub_root
+from glm_deploy.sandbox.state import load_state
 
 pytestmark = pytest.mark.sandbox
 
@@ -72,11 +79,17 @@ def _unit_started(deployment: Deployment) -> str:
     return shown.stdout.strip()
 
 
-def test_up_launches_through_the_stand_in_and_serves_through_the_dynamic_inventory(
-    deployment: Deployment, tmp_path: Path
-) -> None:
-    address = urlparse(deployment.base_url).hostname
-    assert address
+@dataclass
+class LambdaSetup:
+    """A Lambda inventory configuration over the sandbox's group_vars, an API key file and the CLI's arguments."""
+
+    lambda_key: str
+    inventory: Path
+    common: list[str | Path]
+    up: list[str | Path]
+
+
+def _lambda_setup(deployment: Deployment, tmp_path: Path, allow: str, **group_vars: Any) -> LambdaSetup:
     lambda_key = f"secret_{uuid.uuid4().hex}{uuid.uuid4().hex}"
     inventory = tmp_path / "inventory"
     (inventory / "group_vars").mkdir(parents=True)
@@ -85,19 +98,29 @@ def test_up_launches_through_the_stand_in_and_serves_through_the_dynamic_invento
             {"plugin": "glm.deploy.lambda_cloud", "name_prefix": "glm-", "hardware_by_instance_type": {A10: "cpu"}}
         )
     )
-    group_vars = _sandbox_group_vars(deployment)
-    (inventory / "group_vars" / "glm_servers.yml").write_text(yaml.safe_dump(group_vars))
+    sandbox_vars = {**_sandbox_group_vars(deployment), **group_vars}
+    (inventory / "group_vars" / "glm_servers.yml").write_text(yaml.safe_dump(sandbox_vars))
     (inventory / "group_vars" / "all.yml").write_text(
         yaml.safe_dump({"lambda_poll_interval": 0.5, "lambda_launch_interval": 0})
     )
     key_file = tmp_path / "lambda-key"
     key_file.write_text(lambda_key + "\n")
     key_file.chmod(0o600)
-    public_key = Path(f"{group_vars['ansible_ssh_private_key_file']}.pub")
-    state = tmp_path / "state"
-    common = ["--api-key-file", key_file, "--state-dir", state, "--json"]
-    up = ["up", "--region", "us-west-1", "--instance-type", A10, "--allow-cidr", f"{address}/32"]
+    public_key = Path(f"{sandbox_vars['ansible_ssh_private_key_file']}.pub")
+    common: list[str | Path] = ["--api-key-file", key_file, "--state-dir", tmp_path / "state", "--json"]
+    up: list[str | Path] = ["up", "--region", "us-west-1", "--instance-type", A10, "--allow-cidr", allow]
     up += ["--ssh-public-key", public_key, "-i", inventory, *common]
+    return LambdaSetup(lambda_key, inventory, common, up)
+
+
+def test_up_launches_through_the_stand_in_and_serves_through_the_dynamic_inventory(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    address = urlparse(deployment.base_url).hostname
+    assert address
+    setup = _lambda_setup(deployment, tmp_path, f"{address}/32")
+    lambda_key, inventory, common, up = setup.lambda_key, setup.inventory, setup.common, setup.up
+    state = tmp_path / "state"
     unit_before = _unit_started(deployment)
 
     with LambdaCloudStandIn(lambda_key, addresses=lambda number: (address, address)) as api:
@@ -130,3 +153,65 @@ def test_up_launches_through_the_stand_in_and_serves_through_the_dynamic_invento
     written = [path for path in state.rglob("*") if path.is_file()]
     assert written and not [path for path in written if lambda_key in path.read_text(errors="replace")]
     assert lambda_key not in json.dumps([first, again, down]) + first_log
+
+
+def _weights_through_the_inventory(inventory: Path, env: dict[str, str]) -> str:
+    """site.yml's plan and weights plays (`--tags weights`) on whatever the dynamic inventory lists now."""
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "site.yml", "-i", str(inventory), "--tags", "weights"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    return completed.stdout
+
+
+def test_a_relaunch_onto_another_host_with_the_same_filesystem_fetches_no_weights(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Issue 12 item 4 end to end: `up --filesystem` launches an instance that mounts the filesystem, the weights go
+    onto it (counted on a Hub of this test's own, serving the sandbox's store), `down` terminates the instance and
+    keeps the filesystem, and a relaunch, which the stand-in hands out as the fleet's other host, finds the weights
+    there and fetches 0 bytes. Only the plan and weights plays run (`--tags weights`): the fleet's engines are left
+    as they are."""
+    first_host, second_host = (urlparse(host_url(name, deployment.port)).hostname for name in deployment.hosts[:2])
+    assert first_host and second_host and first_host != second_host
+    folder, mount_point = shared_filesystem()
+    filesystem = mount_point.rsplit("/", 1)[1]
+    shutil.rmtree(folder / "glm-deploy", ignore_errors=True)  # what an earlier run of this test left there
+    sandbox = load_state()
+    assert sandbox is not None and sandbox.hub is not None
+    pool = iter([(first_host, first_host), (second_host, second_host)])
+
+    with HubServer(HubStore(hub_root()), host=sandbox.hub.host, port=0) as hub:
+        setup = _lambda_setup(deployment, tmp_path, f"{first_host}/32", glm_hf_endpoint=hub.url)
+        launch = [*setup.up, "--filesystem", filesystem, "--no-deploy"]
+        with LambdaCloudStandIn(setup.lambda_key, addresses=lambda number: next(pool)) as api:
+            environment = {**os.environ, "LAMBDA_API_URL": api.url, "GLM_API_KEY": deployment.api_key}
+            environment["LAMBDA_API_KEY"] = setup.lambda_key  # the dynamic inventory's key, as a user sets it
+            first, _, _ = _cli(*launch, env=environment)
+            first_log = _weights_through_the_inventory(setup.inventory, environment)
+            fetched_first = hub.stats.file_bytes_sent
+            _cli("down", *setup.common, env=environment)
+            second, _, _ = _cli(*launch, env=environment)
+            second_log = _weights_through_the_inventory(setup.inventory, environment)
+            fetched_again = hub.stats.file_bytes_sent - fetched_first
+            file_gets = hub.stats.requests.get("file-get", 0)
+            down, _, _ = _cli("down", *setup.common, env=environment)
+            filesystems = [item.name for item in api.resources.filesystems.values()]
+
+    print(f"\nweights onto the filesystem from the first instance: {fetched_first} bytes from the Hub; "
+          f"after a relaunch onto another host: {fetched_again} bytes")
+    assert [instance["ip"] for instance in first["instances"]] == [first_host]
+    assert [instance["ip"] for instance in second["instances"]] == [second_host]
+    snapshots = list((folder / "glm-deploy" / "hf" / "hub").glob("models--*/snapshots/*/config.json"))
+    assert snapshots, f"no snapshot on the filesystem under {folder}:\n{first_log[-3000:]}"
+    assert fetched_first > 0
+    assert fetched_again == 0 and "Start the weights download" in second_log
+    assert file_gets > 0 and hub.stats.file_bytes_sent == fetched_first
+    # down terminates the instance and keeps the filesystem (and the weights on it).
+    assert down["terminated_ids"] and filesystems == [filesystem]

@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.equipment.module_process import run_module_file
 
 pytestmark = pytest.mark.playbook
 
-MODULE = Path(__file__).resolve().parents[2] / "collection" / "plugins" / "modules" / "cache_state.py"
 MARKER = ".glm-deploy-warm.json"
 
 
 def run(tmp_path: Path, check_mode: bool = False, **arguments: Any) -> dict[str, Any]:
-    if check_mode:
-        arguments["_ansible_check_mode"] = True
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": arguments}))
-    completed = subprocess.run(
-        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60, check=False
-    )
-    result: dict[str, Any] = json.loads(completed.stdout)
-    return result
+    return run_module_file("cache_state", tmp_path, check_mode=check_mode, **arguments)
 
 
 @pytest.fixture

@@ -8,31 +8,21 @@ import json
 import os
 import pwd
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.equipment.module_process import run_module_file
 
 pytestmark = pytest.mark.playbook
 
-MODULE = Path(__file__).resolve().parents[2] / "collection" / "plugins" / "modules" / "host_layout.py"
 ME = pwd.getpwuid(os.getuid()).pw_name
 MY_GROUP = grp.getgrgid(os.getgid()).gr_name
 SECRET = "sk-glm-0123456789abcdef-never-shown"
 
 
 def run(tmp_path: Path, check_mode: bool = False, **arguments: Any) -> dict[str, Any]:
-    if check_mode:
-        arguments["_ansible_check_mode"] = True
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": arguments}))
-    completed = subprocess.run(
-        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60, check=False
-    )
-    result: dict[str, Any] = json.loads(completed.stdout)
-    return result
+    return run_module_file("host_layout", tmp_path, check_mode=check_mode, **arguments)
 
 
 def mode_of(path: Path) -> int:

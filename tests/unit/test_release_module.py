@@ -4,16 +4,14 @@ against a scratch state root and unit folder."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.equipment.module_process import run_module_file
 
 pytestmark = pytest.mark.playbook
 
-MODULE = Path(__file__).resolve().parents[2] / "collection" / "plugins" / "modules" / "release.py"
 UNIT = "glm-glm-tiny.service"
 
 
@@ -26,15 +24,7 @@ class Host:
 
     def run(self, check_mode: bool = False, **arguments: Any) -> dict[str, Any]:
         arguments = {"root": str(self.root), "unit_dir": str(self.units), **arguments}
-        if check_mode:
-            arguments["_ansible_check_mode"] = True
-        args_file = self.tmp / "args.json"
-        args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": arguments}))
-        completed = subprocess.run(
-            [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60, check=False
-        )
-        result: dict[str, Any] = json.loads(completed.stdout)
-        return result
+        return run_module_file("release", self.tmp, check_mode=check_mode, **arguments)
 
     def stage(self, release_id: str, argv: str) -> dict[str, Any]:
         result = self.run(state="stage", release={"release_id": release_id, "model_commit": "c" * 40})

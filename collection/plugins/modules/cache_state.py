@@ -92,9 +92,9 @@ import datetime  # noqa: E402 (Ansible modules put DOCUMENTATION first; imports 
 import json  # noqa: E402
 import os  # noqa: E402
 import stat  # noqa: E402
-import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.glm.deploy.plugins.module_utils.atomic_file import write_atomic  # noqa: E402
 
 MARKER_FIELDS = ("since", "release_id", "warmed_by")
 
@@ -131,16 +131,7 @@ def read_marker(path):
 
 
 def write_marker(path, document):
-    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-warm-")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomic(path, json.dumps(document, indent=2, sort_keys=True) + "\n", 0o644)
 
 
 def cache_record(path, marker):

@@ -152,9 +152,9 @@ import os  # noqa: E402
 import pwd  # noqa: E402
 import re  # noqa: E402
 import stat as stat_module  # noqa: E402
-import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.glm.deploy.plugins.module_utils.atomic_file import write_atomic  # noqa: E402
 
 NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")
 MODE = re.compile(r"0?[0-7]{3,4}\Z")
@@ -316,21 +316,7 @@ class Layout(object):
             return
         if not os.path.isdir(folder):
             raise LayoutError("cannot write %s: its folder %s does not exist" % (path, folder))
-        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-layout-")
-        try:
-            # Owner and mode are set before the content arrives and before the rename, so a 0600 file is never
-            # readable by others, not even for a moment.
-            os.fchmod(descriptor, mode)
-            os.fchown(descriptor, uid, gid)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        write_atomic(path, content, mode, uid, gid)
 
     def missing_packages(self, packages):
         for package in packages:

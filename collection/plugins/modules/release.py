@@ -118,9 +118,9 @@ import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
-import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.glm.deploy.plugins.module_utils.atomic_file import write_atomic  # noqa: E402
 
 # Matched with fullmatch: `$` would also match before a trailing newline (a folder name with one).
 RELEASE_ID = re.compile(r"[0-9a-f]{12}")
@@ -137,22 +137,6 @@ def _read_json(path, default):
             return json.load(handle)
     except FileNotFoundError:
         return default
-
-
-def _write_atomic(path, text, mode=0o644):
-    folder = os.path.dirname(path)
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def _dump(document):
@@ -208,7 +192,7 @@ class Releases:
     def save(self):
         if not os.path.isdir(self.folder):
             os.makedirs(self.folder, mode=0o755)
-        _write_atomic(self.state_path, _dump(self.state))
+        write_atomic(self.state_path, _dump(self.state))
 
     # -- releases ------------------------------------------------------------------------------------------
 
@@ -241,7 +225,7 @@ class Releases:
         if changed and not self.module.check_mode:
             if not os.path.isdir(folder):
                 os.makedirs(folder, mode=0o755)
-            _write_atomic(path, _dump(wanted))
+            write_atomic(path, _dump(wanted))
             self.record("staged", release_id)
             self.save()
         self.module.exit_json(changed=changed, release_dir=folder, **self.summary())
@@ -281,7 +265,7 @@ class Releases:
         changed = unit_changed or switching
         if changed and not self.module.check_mode:
             if unit_changed:
-                _write_atomic(target, unit_text)
+                write_atomic(target, unit_text)
             if switching:
                 self.state["previous"], self.state["current"] = current, wanted
                 self.record("rolled_back" if rollback else "activated", wanted, replaced=current)
@@ -306,7 +290,7 @@ class Releases:
         cause = self.module.params["cause"] or "no cause given"
         if not self.module.check_mode:
             document.update(status="failed", cause=cause, failed_at=_now())
-            _write_atomic(path, _dump(document))
+            write_atomic(path, _dump(document))
             self.record("failed", release_id, cause=cause[:2000])
             self.save()
         self.module.exit_json(changed=True, **self.summary())

@@ -92,6 +92,9 @@ def _print_status(report: dict[str, Any]) -> None:
         print(f"ssh key          {report['ssh_key']} (user {report['ssh_user']})")
     if report["wheelhouse"]:
         print(f"wheelhouse       {report['wheelhouse']}")
+    if hosts:
+        filesystem = report["filesystem"]
+        print(f"filesystem       {filesystem['path']} at {filesystem['mount_point']} on every host (kept by down)")
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import json
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from glm_deploy.catalog import load_catalog
@@ -23,6 +24,7 @@ from glm_deploy.sandbox.environment import (
     require_root,
     run,
     sandbox_name,
+    state_dir,
     timed,
 )
 from glm_deploy.sandbox.hub_service import (
@@ -65,6 +67,8 @@ RUN_OPTIONS = (
     # 64 MiB leaves the engine unable to start.
     "--shm-size=1g",
 )
+# Where Lambda mounts a filesystem attached to an instance (file_system_mounts[].mount_point in its API).
+LAMBDA_FILESYSTEM_ROOT = "/lambda/nfs"
 SSH_OPTIONS = (
     "-o",
     "BatchMode=yes",
@@ -87,6 +91,13 @@ class UpResult:
 
 def host_name(index: int) -> str:
     return f"{sandbox_name()}-{index}"
+
+
+def shared_filesystem() -> tuple[Path, str]:
+    """The sandbox's stand-in for a Lambda filesystem: one folder of the controller that every host mounts at
+    /lambda/nfs/<sandbox name>, where Lambda mounts a filesystem attached to an instance. Like a Lambda filesystem
+    it outlives the hosts (`sandbox down` keeps it), so a host started later finds what an earlier one wrote."""
+    return state_dir() / "filesystem", f"{LAMBDA_FILESYSTEM_ROOT}/{sandbox_name()}"
 
 
 def _podman_json(argv: list[str], what: str) -> Any:
@@ -166,6 +177,8 @@ def network_from_inspect(inspected: list[dict[str, Any]]) -> Network:
 
 
 def _start_host(name: str, image: str, address: str) -> None:
+    folder, mount_point = shared_filesystem()
+    folder.mkdir(parents=True, exist_ok=True)
     existing = _container_by_name(name)
     if existing is not None:
         labels = (existing.get("Config") or {}).get("Labels") or {}
@@ -177,14 +190,17 @@ def _start_host(name: str, image: str, address: str) -> None:
             )
         networks = (existing.get("NetworkSettings") or {}).get("Networks") or {}
         current = (networks.get(sandbox_name()) or {}).get("IPAddress")
-        if running and existing.get("ImageName") == image and current == address:
+        mounted = {mount.get("Destination") for mount in existing.get("Mounts") or []}
+        if running and existing.get("ImageName") == image and current == address and mount_point in mounted:
             return
         if not running:
             why = "is stopped"
         elif existing.get("ImageName") != image:
             why = "runs an older image"
-        else:
+        elif current != address:
             why = f"is not on its fixed address {address}"
+        else:
+            why = f"does not mount the shared filesystem at {mount_point}"
         progress(f"replacing the stale container {name} (it {why})")
         run(["podman", "rm", "--force", "--time", "5", name], what=f"removing stale container {name}")
     run(
@@ -202,6 +218,8 @@ def _start_host(name: str, image: str, address: str) -> None:
             address,
             "--label",
             f"{CONTAINER_LABEL}={sandbox_name()}",
+            "--volume",
+            f"{folder}:{mount_point}:rw",
             *RUN_OPTIONS,
             image,
             "/sbin/init",
@@ -449,6 +467,7 @@ def status() -> dict[str, Any]:
         "hosts": hosts,
         "hub": hub,
         "wheelhouse": state.wheelhouse if state else None,
+        "filesystem": {"path": str(shared_filesystem()[0]), "mount_point": shared_filesystem()[1]},
     }
 
 
