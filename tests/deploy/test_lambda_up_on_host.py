@@ -58,20 +58,16 @@ def _sandbox_group_vars(deployment: Deployment) -> dict[str, Any]:
     }
 
 
+def _succeeds(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    completed = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500, check=False)
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-6000:]
+    return completed
+
+
 def _cli(*args: str | Path, env: dict[str, str]) -> tuple[dict[str, Any], str, float]:
     started = time.monotonic()
-    completed = subprocess.run(
-        [sys.executable, "-m", "glm_deploy.cli", *map(str, args)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
-    return json.loads(completed.stdout), completed.stderr, elapsed
+    completed = _succeeds([sys.executable, "-m", "glm_deploy.cli", *map(str, args)], env)
+    return json.loads(completed.stdout), completed.stderr, time.monotonic() - started
 
 
 def _unit_started(deployment: Deployment) -> str:
@@ -157,16 +153,8 @@ def test_up_launches_through_the_stand_in_and_serves_through_the_dynamic_invento
 
 def _weights_through_the_inventory(inventory: Path, env: dict[str, str]) -> str:
     """site.yml's plan and weights plays (`--tags weights`) on whatever the dynamic inventory lists now."""
-    completed = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "site.yml", "-i", str(inventory), "--tags", "weights"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    completed = _succeeds([playbook, "site.yml", "-i", str(inventory), "--tags", "weights"], env)
     return completed.stdout
 
 
