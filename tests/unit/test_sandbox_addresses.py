@@ -4,12 +4,13 @@ state file and the inventory say it is (podman gives a container started without
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from glm_deploy.sandbox import hosts
-from glm_deploy.sandbox.environment import SandboxError
+from glm_deploy.sandbox.environment import STATE_DIR_ENV, SandboxError
 
 
 def _inspect(*subnets: dict[str, str]) -> list[dict[str, Any]]:
@@ -58,13 +59,18 @@ def test_hosts_start_on_their_fixed_address(monkeypatch: pytest.MonkeyPatch) -> 
     assert argv[argv.index("--ip") + 1] == "10.89.0.12"
 
 
-def test_a_running_host_on_another_address_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_running_host_on_another_address_or_without_the_filesystem_is_replaced(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path))
     calls: list[list[str]] = []
-    existing = {
+    folder, mount_point = hosts.shared_filesystem()
+    existing: dict[str, Any] = {
         "Config": {"Labels": {hosts.CONTAINER_LABEL: hosts.sandbox_name()}},
         "State": {"Running": True},
         "ImageName": "localhost/glm-sandbox:abc",
         "NetworkSettings": {"Networks": {hosts.sandbox_name(): {"IPAddress": "10.89.0.2"}}},
+        "Mounts": [{"Source": str(folder), "Destination": mount_point}],
     }
     monkeypatch.setattr(hosts, "_container_by_name", lambda name: existing)
     monkeypatch.setattr(hosts, "run", lambda argv, **kwargs: calls.append(list(argv)))
@@ -73,7 +79,16 @@ def test_a_running_host_on_another_address_is_replaced(monkeypatch: pytest.Monke
     assert calls[0][:3] == ["podman", "rm", "--force"]
     assert "10.89.0.11" in calls[1]
 
+    # The new host mounts the shared folder where Lambda mounts a filesystem.
+    assert f"{folder}:{mount_point}:rw" in calls[1] and folder.is_dir()
+    assert mount_point == f"/lambda/nfs/{hosts.sandbox_name()}"
+
     calls.clear()
     existing["NetworkSettings"] = {"Networks": {hosts.sandbox_name(): {"IPAddress": "10.89.0.11"}}}
     hosts._start_host("glm-sandbox-1", "localhost/glm-sandbox:abc", "10.89.0.11")
     assert calls == []
+
+    # A host started before the sandbox shared a filesystem is replaced too.
+    existing["Mounts"] = []
+    hosts._start_host("glm-sandbox-1", "localhost/glm-sandbox:abc", "10.89.0.11")
+    assert calls[0][:3] == ["podman", "rm", "--force"] and f"{folder}:{mount_point}:rw" in calls[1]
