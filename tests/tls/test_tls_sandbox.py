@@ -193,24 +193,36 @@ def test_the_openai_client_streams_a_chat_through_tls(
     for name, value in client_env(tls_deployment, "openai").items():
         monkeypatch.setenv(name, value)
     client = openai.OpenAI(timeout=120)
-    arrivals: list[float] = []
-    text = ""
-    stream = client.chat.completions.create(
-        model=os.environ["OPENAI_MODEL"],
-        messages=[{"role": "user", "content": "Count to twenty."}],
-        max_tokens=48,
-        stream=True,
-        extra_body={"min_tokens": 32, "chat_template_kwargs": {"enable_thinking": False}},
-    )
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            arrivals.append(time.monotonic())
-            text += chunk.choices[0].delta.content
-    assert len(arrivals) >= 8, text
-    # Unbuffered: the tokens came as they were generated, not in one burst at the end.
-    spread = arrivals[-1] - arrivals[0]
-    print(f"openai: {len(arrivals)} chunks over {spread:.2f} s through TLS")
-    assert spread > 0.05
+
+    def stream_once() -> tuple[list[float], str]:
+        arrivals: list[float] = []
+        text = ""
+        stream = client.chat.completions.create(
+            model=os.environ["OPENAI_MODEL"],
+            messages=[{"role": "user", "content": "Count to twenty."}],
+            max_tokens=48,
+            stream=True,
+            extra_body={"min_tokens": 32, "chat_template_kwargs": {"enable_thinking": False}},
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                arrivals.append(time.monotonic())
+                text += chunk.choices[0].delta.content
+        return arrivals, text
+
+    # Unbuffered: the tokens come as they are generated, not in one burst at the end. On a loaded 2-core machine
+    # vLLM's API process can be starved while its engine generates, and then sends a whole answer at once (seen in
+    # CI: 32 chunks within 4 ms), so up to three answers are asked for and one must arrive spread out; a proxy that
+    # buffers the stream makes every answer a burst.
+    spreads: list[float] = []
+    for _attempt in range(3):
+        arrivals, text = stream_once()
+        assert len(arrivals) >= 8, text
+        spreads.append(arrivals[-1] - arrivals[0])
+        print(f"openai: {len(arrivals)} chunks over {spreads[-1]:.3f} s through TLS")
+        if spreads[-1] > 0.05:
+            break
+    assert max(spreads) > 0.05, spreads
 
 
 def test_the_anthropic_client_streams_a_message_through_tls(
