@@ -13,6 +13,7 @@ Every test is in exactly one tier, chosen by its markers:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -80,6 +81,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return "fleet" if _in_fleet(nodeid) else nodeid.split("::", 1)[0]
 
     return FleetScheduling(config, log)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Warm what a library does once per machine with a process, before any unit test's guard is on.
+
+    matplotlib (the `plot` extra) lists the system fonts with `fc-list` the first time its font manager loads and
+    keeps the list in its cache folder. On a machine where that never happened (a fresh CI machine) the first unit
+    test that draws would start that process: the guard below would fail it, and the cache would never be written.
+    """
+    with contextlib.suppress(ImportError):
+        import matplotlib.font_manager  # noqa: F401 - imported for its side effect, the font cache
 
 
 class ProcessInUnitTest(AssertionError):
