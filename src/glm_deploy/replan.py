@@ -1,26 +1,34 @@
-"""Rendering glm_plan again for the CUDA release a host's driver supports (the gpu_preflight role's re-plan).
+"""The renders of glm_plan in a run, and the decisions around them, as plain Python.
 
-The plan role renders glm_plan before any host is reached, for the CUDA release the renderer assumes (12.8,
-Lambda's driver 570). Once the preflight has read the driver, the plan is rendered again with the same inputs plus
-option cuda_version, so its image, container and cache directories are those of the image chosen for the driver.
-The decisions live here, in Python, and the role only calls them (through the glm.deploy filters of the same
-names) and shows the result:
+The plan role renders glm_plan once, before any host is reached, from the inventory's options:
+`options_for_group` adds the head node's address to them when (and only when) the plan spans nodes. Two later
+steps may render it again, each with one more input that only a host can give, and each checked here against the
+plan it replaces, so a re-render can change nothing but what that input decides:
 
-- `replan_skip_reason`: why a host keeps the plan as rendered ('' when it is rendered again);
-- `replan_for_driver`: the plan rendered again, checked to differ from the old one only in what follows the image,
-  and to run the image the preflight chose; a `GlmDeployError` with the fix otherwise.
+- the CUDA release the host's driver supports (gpu_preflight's re-plan, before any change to the host):
+  `replan_skip_reason` says why a host keeps the plan as rendered ('' when it is rendered again);
+  `replan_for_driver` renders it again and checks that only the image and what hangs on it changed, and that it
+  runs the image the preflight chose;
+- the commit a branch resolved to (the plan role's pin.yml, once the weights role has fetched that commit):
+  `pin_to_commit` renders it again with that commit and checks that only the revision changed.
+
+The roles only call these (through the glm.deploy filters of the same names) and show the result; a
+`GlmDeployError` carries the fix.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from glm_deploy.catalog import Catalog
 from glm_deploy.errors import GlmDeployError
 from glm_deploy.render import PlanOptions, render_plan
+from glm_deploy.render.context import check_nodes
+from glm_deploy.validation import clip
 
 # What must be equal in the old and new plan: everything but the image and what hangs on it.
 SAME_KEYS = (
@@ -46,6 +54,38 @@ SAME_KEYS = (
 # Environment that follows the image (besides the cache directories): the minor-version compatibility switch.
 IMAGE_ENVIRONMENT = ("NVIDIA_DISABLE_REQUIRE",)
 PLACEHOLDER_HEAD = "HEAD_ADDRESS"
+COMMIT = re.compile(r"[0-9a-f]{40}")
+# What a pin changes besides the revision words in the argv: the revision fields and the warning about a branch.
+PIN_FIELDS = ("model_revision", "revision_pinned", "warnings")
+
+
+def options_for_group(
+    catalog: Catalog,
+    options: Mapping[str, Any],
+    *,
+    model: str,
+    engine: str,
+    hardware: str,
+    nodes: int | None,
+    head_address: str,
+) -> dict[str, Any]:
+    """The options the plan role renders glm_plan with, for an inventory group whose first host is the head.
+
+    A plan that spans nodes gets `head_address` (unless the options name one); a one-node plan is rendered without
+    it, so a fleet of one-node replicas keeps the release the controller renders. Names the catalog does not know
+    leave the options as they are: the render right after says what is wrong with them.
+    """
+    chosen = dict(options)
+    if chosen.get("head_address") or not head_address:
+        return chosen
+    model_spec, engine_spec = catalog.models.get(model), catalog.engines.get(engine)
+    hardware_spec = catalog.hardware.get(hardware)
+    profile = model_spec.hardware.get(hardware) if model_spec is not None else None
+    if model_spec is None or engine_spec is None or hardware_spec is None or profile is None or profile.nodes is None:
+        return chosen
+    if check_nodes(catalog, model_spec, hardware_spec, engine_spec, nodes or None) > 1:
+        chosen["head_address"] = head_address
+    return chosen
 
 
 def replan_skip_reason(
@@ -98,7 +138,13 @@ def replan_options(
     options: Mapping[str, Any] | None, cuda: str, plan: Mapping[str, Any], catalog: Catalog
 ) -> dict[str, Any]:
     """The plan options plus cuda_version, and the multi-node head address glm_plan was rendered with."""
-    result = {**(options or {}), "cuda_version": cuda}
+    return _with_head({**(options or {}), "cuda_version": cuda}, options, plan, catalog)
+
+
+def _with_head(
+    result: dict[str, Any], options: Mapping[str, Any] | None, plan: Mapping[str, Any], catalog: Catalog
+) -> dict[str, Any]:
+    """`result` plus the head address `plan` was rendered with, where `options` do not name one."""
     head = head_address(plan, catalog)
     if head and "head_address" not in (options or {}):
         result["head_address"] = head
@@ -175,6 +221,60 @@ def replan_for_driver(
             f"report it. Until it is fixed, set option image={chosen['image']} in glm_options."
         )
     return {"plan": new, "options": {**(options or {}), "cuda_version": cuda}}
+
+
+def pin_to_commit(
+    catalog: Catalog, old: Mapping[str, Any], *, options: Mapping[str, Any] | None, commit: str
+) -> dict[str, Any]:
+    """glm_plan rendered again with revision `commit`, when it names a branch or tag and `commit` is a commit.
+
+    Returns {"plan", "options", "kept"}: "kept" says why the plan stays as it is ('' when it was pinned). The new
+    plan must differ from the old one only in the revision: its fields, the warning about a branch, and the argv
+    words that named the branch, which now name the commit; a `GlmDeployError` otherwise.
+    """
+    options = dict(options or {})
+    if old.get("revision_pinned"):
+        return {"plan": old, "options": options, "kept": f"the plan names commit {old.get('model_revision')}"}
+    if not commit:
+        return {"plan": old, "options": options, "kept": "no commit to pin to (plan_pin_commit is empty)"}
+    if not COMMIT.fullmatch(commit):
+        return {"plan": old, "options": options, "kept": f"plan_pin_commit {clip(commit)} is not a 40-hex commit"}
+    pinned_options = {**options, "revision": commit}
+    new = render_plan(
+        catalog,
+        model=old["model"],
+        engine=old["engine"],
+        hardware=old["hardware"],
+        nodes=int(old["node_count"]),
+        options=PlanOptions.from_mapping(_with_head(dict(pinned_options), options, old, catalog)),
+    ).to_dict()
+    branch = str(old.get("model_revision") or "")
+    drift = [
+        key
+        for key in sorted(set(old) | set(new))
+        if key not in PIN_FIELDS and not _same_but_revision(old.get(key), new.get(key), branch, commit)
+    ]
+    if drift or not new.get("revision_pinned") or new.get("model_revision") != commit:
+        raise GlmDeployError(
+            f"pinned to commit {commit}, the plan differs from glm_plan in more than its revision "
+            f"({branch!r}): {', '.join(drift) or 'model_revision, revision_pinned'}. glm_plan_options "
+            f"({_json(options)}) are not the options glm_plan was rendered with: leave glm_plan_options as the plan "
+            f"role set them, or set revision={commit} in glm_options so the plan is rendered pinned."
+        )
+    return {"plan": new, "options": pinned_options, "kept": ""}
+
+
+def _same_but_revision(old: object, new: object, branch: str, commit: str) -> bool:
+    """Whether `new` is `old` with the words that named `branch` naming `commit` instead, at the same places."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return old.keys() == new.keys() and all(
+            _same_but_revision(old[key], new[key], branch, commit) for key in old
+        )
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(
+            _same_but_revision(a, b, branch, commit) for a, b in zip(old, new, strict=True)
+        )
+    return old == new or (old == branch and new == commit)
 
 
 def _json(value: object) -> str:

@@ -352,12 +352,12 @@ def test_without_the_wheel_the_play_says_how_to_install_glm_deploy(installed: In
     assert run.returncode == 2, output  # a failed task, not an unexpected exception (250)
     assert "Unexpected Exception" not in output, output
     assert not results.exists()
-    # The first plugin the play calls is the plan lookup, in the plan role.
+    # The first plugin the play calls is the filter that gives the plan lookup its options, in the plan role.
     flat = " ".join(output.replace("\\n", " ").split())
     python = installed.without_wheel / "bin" / "python"
     assert (
-        "the glm.deploy.plan lookup needs the glm-deploy Python package on the controller, in the Python that runs "
-        f"Ansible ({python}), and that Python cannot import it (No module named 'glm_deploy')"
+        "the glm.deploy.options_for_group filter needs the glm-deploy Python package on the controller, in the Python "
+        f"that runs Ansible ({python}), and that Python cannot import it (No module named 'glm_deploy')"
     ) in flat, output
     assert f"`{python} -m pip install glm-deploy`" in flat, output
     assert f"`{python} -m pip install glm_deploy-<version>-py3-none-any.whl`" in flat, output

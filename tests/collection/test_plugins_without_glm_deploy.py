@@ -68,6 +68,13 @@ CALLS: dict[str, dict[str, object]] = {
         "ansible.builtin.debug": {"msg": "{{ {} | glm.deploy.replan_for_driver(options={}, cuda='13.0', chosen={}, "
         "driver_version='580') }}"}
     },
+    "the glm.deploy.options_for_group filter": {
+        "ansible.builtin.debug": {"msg": "{{ {} | glm.deploy.options_for_group(model='glm-tiny', engine='vllm-cpu', "
+        "hardware='cpu', nodes=0, head_address='10.0.0.5') }}"}
+    },
+    "the glm.deploy.pin_to_commit filter": {
+        "ansible.builtin.debug": {"msg": "{{ {} | glm.deploy.pin_to_commit(options={}, commit='') }}"}
+    },
     "the glm.deploy.hf_prefetch_wait action": {"glm.deploy.hf_prefetch_wait": {"jid": "1", "poll_interval": 1}},
     "the glm.deploy.cache_warmup_wait action": {"glm.deploy.cache_warmup_wait": {"jid": "1", "poll_interval": 1}},
 }
@@ -93,7 +100,12 @@ FILES = {
         "the glm.deploy.systemd_environment filter",
         "the glm.deploy.systemd_unsafe_values filter",
     ],
-    "filter/replan.py": ["the glm.deploy.replan_skip_reason filter", "the glm.deploy.replan_for_driver filter"],
+    "filter/replan.py": [
+        "the glm.deploy.replan_skip_reason filter",
+        "the glm.deploy.replan_for_driver filter",
+        "the glm.deploy.options_for_group filter",
+        "the glm.deploy.pin_to_commit filter",
+    ],
     "action/hf_prefetch_wait.py": ["the glm.deploy.hf_prefetch_wait action"],
     "action/cache_warmup_wait.py": ["the glm.deploy.cache_warmup_wait action"],
     "inventory/lambda_cloud.py": ["the glm.deploy.lambda_cloud inventory plugin"],

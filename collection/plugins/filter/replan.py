@@ -1,7 +1,9 @@
-"""Filters of the gpu_preflight role's re-plan: glm_plan rendered again for the driver's CUDA release.
+"""Filters around the renders of glm_plan: the options the plan role renders it with (options_for_group), and
+the two checked re-renders, for the driver's CUDA release (gpu_preflight's replan_*) and for the commit the
+weights resolved a branch to (the plan role's pin_to_commit).
 
 The decisions (whether a host keeps its plan, the options to render with, what may differ) are glm_deploy.replan's
-Python; the role calls them here and shows the result. Controller-side, imported when a filter runs, so that
+Python; the roles call them here and show the result. Controller-side, imported when a filter runs, so that
 without the package the task fails saying how to install it.
 """
 
@@ -55,8 +57,57 @@ def replan_for_driver(
         raise AnsibleFilterError(str(error)) from None
 
 
+def options_for_group(
+    options: Mapping[str, Any],
+    *,
+    model: str,
+    engine: str,
+    hardware: str,
+    nodes: int | str | None,
+    head_address: str,
+) -> dict[str, Any]:
+    """`options` plus head_address when the plan spans nodes (a one-node plan is rendered without it)."""
+    with glm_deploy_imports("the glm.deploy.options_for_group filter"):
+        from glm_deploy import replan as replanning
+        from glm_deploy.catalog import load_catalog
+        from glm_deploy.errors import GlmDeployError
+    if not isinstance(options, Mapping):
+        raise AnsibleFilterError(
+            f"glm.deploy.options_for_group takes the plan options (a mapping), got {type(options).__name__}"
+        )
+    try:
+        return replanning.options_for_group(
+            load_catalog(),
+            options,
+            model=str(model),
+            engine=str(engine),
+            hardware=str(hardware),
+            nodes=int(nodes or 0),
+            head_address=str(head_address or ""),
+        )
+    except (GlmDeployError, ValueError) as error:
+        raise AnsibleFilterError(f"glm.deploy.options_for_group: {error}") from None
+
+
+def pin_to_commit(plan: Mapping[str, Any], *, options: Mapping[str, Any] | None, commit: str) -> dict[str, Any]:
+    """{plan, options, kept}: `plan` rendered again with revision `commit`, or kept and why."""
+    with glm_deploy_imports("the glm.deploy.pin_to_commit filter"):
+        from glm_deploy import replan as replanning
+        from glm_deploy.catalog import load_catalog
+        from glm_deploy.errors import GlmDeployError
+    try:
+        return replanning.pin_to_commit(load_catalog(), plan, options=options, commit=str(commit or ""))
+    except GlmDeployError as error:
+        raise AnsibleFilterError(str(error)) from None
+
+
 class FilterModule:
-    """glm.deploy filters of the GPU preflight's re-plan."""
+    """glm.deploy filters around the renders of glm_plan."""
 
     def filters(self) -> dict[str, object]:
-        return {"replan_skip_reason": replan_skip_reason, "replan_for_driver": replan_for_driver}
+        return {
+            "replan_skip_reason": replan_skip_reason,
+            "replan_for_driver": replan_for_driver,
+            "options_for_group": options_for_group,
+            "pin_to_commit": pin_to_commit,
+        }
