@@ -188,15 +188,7 @@ def replan_for_driver(
 
     Returns {"plan": the new plan, "options": the options it was rendered with}.
     """
-    rendered_options = replan_options(options, cuda, old, catalog)
-    new = render_plan(
-        catalog,
-        model=old["model"],
-        engine=old["engine"],
-        hardware=old["hardware"],
-        nodes=int(old["node_count"]),
-        options=PlanOptions.from_mapping(rendered_options),
-    ).to_dict()
+    new = _render_again(catalog, old, replan_options(options, cuda, old, catalog))
     drift = plan_drift(old, new)
     if drift:
         raise GlmDeployError(
@@ -240,14 +232,7 @@ def pin_to_commit(
     if not COMMIT.fullmatch(commit):
         return {"plan": old, "options": options, "kept": f"plan_pin_commit {clip(commit)} is not a 40-hex commit"}
     pinned_options = {**options, "revision": commit}
-    new = render_plan(
-        catalog,
-        model=old["model"],
-        engine=old["engine"],
-        hardware=old["hardware"],
-        nodes=int(old["node_count"]),
-        options=PlanOptions.from_mapping(_with_head(dict(pinned_options), options, old, catalog)),
-    ).to_dict()
+    new = _render_again(catalog, old, _with_head(dict(pinned_options), options, old, catalog))
     branch = str(old.get("model_revision") or "")
     drift = [
         key
@@ -275,6 +260,18 @@ def _same_but_revision(old: object, new: object, branch: str, commit: str) -> bo
             _same_but_revision(a, b, branch, commit) for a, b in zip(old, new, strict=True)
         )
     return old == new or (old == branch and new == commit)
+
+
+def _render_again(catalog: Catalog, old: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan `old` was rendered for (model, engine, hardware, node count), rendered with `options`."""
+    return render_plan(
+        catalog,
+        model=old["model"],
+        engine=old["engine"],
+        hardware=old["hardware"],
+        nodes=int(old["node_count"]),
+        options=PlanOptions.from_mapping(options),
+    ).to_dict()
 
 
 def _json(value: object) -> str:
