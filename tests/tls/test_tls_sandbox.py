@@ -212,17 +212,17 @@ def test_the_openai_client_streams_a_chat_through_tls(
 
     # Unbuffered: the tokens come as they are generated, not in one burst at the end. On a loaded 2-core machine
     # vLLM's API process can be starved while its engine generates, and then sends a whole answer at once (seen in
-    # CI: 32 chunks within 4 ms), so up to three answers are asked for and one must arrive spread out; a proxy that
-    # buffers the stream makes every answer a burst.
-    spreads: list[float] = []
+    # CI: 32 chunks within 4 ms; it may also put several tokens in one chunk), so up to three answers are asked for
+    # and one must arrive in several chunks spread out; a proxy that buffers the stream makes every answer a burst.
+    answers: list[tuple[int, float]] = []
     for _attempt in range(3):
         arrivals, text = stream_once()
-        assert len(arrivals) >= 8, text
-        spreads.append(arrivals[-1] - arrivals[0])
-        print(f"openai: {len(arrivals)} chunks over {spreads[-1]:.3f} s through TLS")
-        if spreads[-1] > 0.05:
+        assert arrivals and text, text
+        answers.append((len(arrivals), arrivals[-1] - arrivals[0]))
+        print(f"openai: {answers[-1][0]} chunks over {answers[-1][1]:.3f} s through TLS")
+        if answers[-1][0] >= 8 and answers[-1][1] > 0.05:
             break
-    assert max(spreads) > 0.05, spreads
+    assert any(count >= 8 and spread > 0.05 for count, spread in answers), answers
 
 
 def test_the_anthropic_client_streams_a_message_through_tls(
