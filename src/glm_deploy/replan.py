@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ from glm_deploy.catalog import Catalog
 from glm_deploy.errors import GlmDeployError
 from glm_deploy.render import PlanOptions, render_plan
 from glm_deploy.render.context import check_nodes
-from glm_deploy.validation import clip
+from glm_deploy.validation import COMMIT, clip
 
 # What must be equal in the old and new plan: everything but the image and what hangs on it.
 SAME_KEYS = (
@@ -54,7 +53,6 @@ SAME_KEYS = (
 # Environment that follows the image (besides the cache directories): the minor-version compatibility switch.
 IMAGE_ENVIRONMENT = ("NVIDIA_DISABLE_REQUIRE",)
 PLACEHOLDER_HEAD = "HEAD_ADDRESS"
-COMMIT = re.compile(r"[0-9a-f]{40}")
 # What a pin changes besides the revision words in the argv: the revision fields and the warning about a branch.
 PIN_FIELDS = ("model_revision", "revision_pinned", "warnings")
 

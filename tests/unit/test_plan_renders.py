@@ -127,26 +127,27 @@ def test_a_word_that_only_looks_like_the_branch_is_not_taken_for_it() -> None:
     assert argv[argv.index("--revision") + 1] == COMMIT
 
 
+def _set_fact_arguments(node: object) -> list[dict]:
+    """The arguments of every set_fact task in a parsed YAML document, at any depth (blocks, plays)."""
+    found: list[dict] = []
+    if isinstance(node, list):
+        for item in node:
+            found += _set_fact_arguments(item)
+    elif isinstance(node, dict):
+        if "ansible.builtin.set_fact" in node:
+            found.append(node["ansible.builtin.set_fact"])
+        for value in node.values():
+            found += _set_fact_arguments(value)
+    return found
+
+
 def _set_fact_writers(name: str) -> dict[str, int]:
     """Where a collection task file sets `name` with set_fact, and how many tasks do."""
     writers: dict[str, int] = {}
     for path in sorted((REPO / "collection").glob("**/*.yml")):
         if "tests" in path.relative_to(REPO / "collection").parts:
             continue
-
-        def tasks(node: object) -> list[dict]:
-            found: list[dict] = []
-            if isinstance(node, list):
-                for item in node:
-                    found += tasks(item)
-            elif isinstance(node, dict):
-                if "ansible.builtin.set_fact" in node:
-                    found.append(node["ansible.builtin.set_fact"])
-                for value in node.values():
-                    found += tasks(value)
-            return found
-
-        count = sum(1 for args in tasks(yaml.safe_load(path.read_text())) if name in (args or {}))
+        count = sum(1 for args in _set_fact_arguments(yaml.safe_load(path.read_text())) if name in (args or {}))
         if count:
             writers[str(path.relative_to(REPO / "collection"))] = count
     return writers
